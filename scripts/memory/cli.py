@@ -1,0 +1,301 @@
+"""The ``brain`` command line.
+
+Data goes to stdout, errors and hints to stderr. Exit codes, decided in
+``main`` only: 0 success, 1 operational error (not found, expired, invalid
+transition, refused report, store busy or broken), 2 usage or invalid input.
+Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from . import jobs, render
+from .errors import BrainError, InvalidInput
+
+EPILOG = """examples:
+  job=$(brain job create --distributed --ttl 300 --prompt "Validate endpoints" \\
+        --subtask "GET /health" --subtask "POST /auth" | grep -oP "job_\\K\\w+")
+  brain job dispatch $job --json
+  brain job update $job sub_1 --agent-id ID --status completed --result "[200 OK]"
+  brain job subtasks $job
+  brain job consolidate $job --json | jq '.results | map(select(.status == "completed")) | length'
+
+exit codes: 0 success, 1 operational error, 2 usage or invalid input
+environment: BRAIN_DB (SQLite file), BRAIN_DATABASE_URL (PostgreSQL), BRAIN_LOCK_TIMEOUT,
+             BRAIN_RETENTION, NO_COLOR"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message):
+        raise InvalidInput(f"{message} (see {self.prog} --help)")
+
+
+def _emit_json(value) -> None:
+    if sys.stdout.isatty():
+        print(json.dumps(value, indent=2, ensure_ascii=False))
+    else:
+        print(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+def _hint(text) -> None:
+    print(text, file=sys.stderr)
+
+
+# -- commands ---------------------------------------------------------------
+
+def cmd_create(a):
+    data = jobs.validate.data(a.data)
+    data["prompt"] = a.prompt
+    if a.file:
+        data["files"] = a.file
+    if a.skills:
+        data["skills"] = a.skills
+    distributed = a.distributed or bool(a.subtask)
+    job_id = jobs.create_job(
+        a.ttl, data, job_type="distributed_search" if distributed else "normal",
+        subtasks=a.subtask if distributed else None, db=a.db,
+    )
+    if a.json:
+        _emit_json(jobs.get_job(job_id, db=a.db))
+        return
+    print(f"job_{job_id}")
+    if distributed:
+        _hint(f"{len(a.subtask)} sub-tasks pending; next: brain job dispatch {job_id}")
+
+
+def cmd_subtasks(a):
+    row = jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(row["sub_tasks"])
+    else:
+        print(render.subtasks(row["job_id"], row["sub_tasks"], colour=render.use_colour()))
+
+
+def cmd_update(a):
+    sub = jobs.update_subtask_status(
+        a.job, a.sub, a.status, result=a.result, agent_id=a.agent_id, force=a.force, db=a.db
+    )
+    if a.json:
+        _emit_json(sub)
+    else:
+        print(f"{sub['sub_task_id']}: {sub['status']}")
+
+
+def cmd_dispatch(a):
+    if a.executor != "host":
+        from . import executors
+
+        executors.dispatch(a)
+        return
+    out = jobs.dispatch_job(
+        a.job, model=a.model, files=a.file, timeout=a.timeout,
+        session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"), db=a.db,
+    )
+    if a.json:
+        _emit_json(out)
+        return
+    calls = out["agent_calls"]
+    print(f"Job {out['job_id']}: launch these {len(calls)} Agent calls in ONE message, in the background:")
+    for call in calls:
+        print(json.dumps(call, separators=(",", ":"), ensure_ascii=False))
+
+
+def cmd_consolidate(a):
+    summary = jobs.consolidate_subtask_results(a.job, db=a.db)
+    if a.json:
+        _emit_json(summary)
+    else:
+        print(render.consolidation(summary))
+
+
+def cmd_list(a):
+    rows = jobs.list_jobs(include_finished=a.all, db=a.db)
+    if a.json:
+        _emit_json([{k: r[k] for k in ("job_id", "type", "status", "created_at", "expires_at")}
+                    | {"sub_tasks": len(r["sub_tasks"])} for r in rows])
+        return
+    for r in rows:
+        print(render.job_line(r))
+    if not rows:
+        _hint("no jobs" if a.all else "no active jobs (brain job list --all shows finished ones)")
+
+
+def cmd_get(a):
+    row = jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(row)
+        return
+    for key in ("job_id", "type", "status", "created_at", "expires_at", "ttl", "iteration"):
+        print(f"{key}: {row[key]}")
+    print(f"data: {render.printable(json.dumps(row['data'], ensure_ascii=False))}")
+    if row["sub_tasks"]:
+        counts = jobs.state.counts(row)
+        print("sub_tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def cmd_delete(a):
+    jobs.delete_job(a.job, db=a.db)
+    _hint(f"deleted job {jobs.validate.job_id(a.job)}")
+
+
+def cmd_cleanup(a):
+    counts = jobs.cleanup_jobs(db=a.db)
+    if a.json:
+        _emit_json(counts)
+    else:
+        print(", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()))
+
+
+def cmd_stats(a):
+    stats = jobs.job_stats(db=a.db)
+    if a.json:
+        _emit_json(stats)
+        return
+    print(f"jobs: {stats['total_jobs']} (" + ", ".join(f"{n} {s}" for s, n in stats["jobs"].items()) + ")")
+    print("sub-tasks: " + ", ".join(f"{n} {s}" for s, n in stats["sub_tasks"].items()))
+
+
+def cmd_status(a):
+    row = jobs.set_job_status(a.job, a.set, db=a.db) if a.set else jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json({"job_id": row["job_id"], "status": row["status"]})
+    else:
+        print(row["status"])
+
+
+def cmd_history(a):
+    events = jobs.get_history(a.job, db=a.db)
+    if a.json:
+        _emit_json(events)
+        return
+    for ev in events:
+        rest = " ".join(f"{k}={render.printable(v)}" for k, v in ev.items() if k not in ("at", "event"))
+        print(f"{ev['at']}  {ev['event']:<16} {rest}".rstrip())
+
+
+def cmd_retry(a):
+    retried = jobs.retry_subtasks(a.job, a.subs, max_attempts=a.max_attempts, db=a.db)
+    if a.json:
+        _emit_json({"job_id": jobs.validate.job_id(a.job), "retried": retried})
+    else:
+        print("retried: " + (" ".join(retried) or "the job"))
+        _hint(f"next: brain job dispatch {jobs.validate.job_id(a.job)}")
+
+
+def cmd_cancel(a):
+    summary = jobs.cancel_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(summary)
+    else:
+        print(render.consolidation(summary))
+
+
+# -- the parser -------------------------------------------------------------
+
+def _positive_int(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
+                        help="SQLite file or postgresql:// URL (env: BRAIN_DB, BRAIN_DATABASE_URL)")
+    reads = _Parser(add_help=False)
+    reads.add_argument("--json", action="store_true", help="print JSON")
+
+    root = _Parser(prog="brain", description="brain-jobs: a job queue with distributed sub-tasks.",
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    root.set_defaults(db=None)
+    top = root.add_subparsers(dest="area", metavar="{job,worker}", parser_class=_Parser)
+    top.required = True
+    job = top.add_parser("job", help="create, dispatch, report on and consolidate jobs", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    sub = job.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name, func, help_text, *parents):
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+        p.set_defaults(func=func)
+        return p
+
+    p = command("create", cmd_create, "create a job; prints job_<id>", reads)
+    p.add_argument("--distributed", action="store_true", help="a job with parallel sub-tasks")
+    p.add_argument("--ttl", required=True, help="seconds until the job expires (1 to 2592000)")
+    p.add_argument("--prompt", required=True, help="what the job is for")
+    p.add_argument("--subtask", action="append", default=[], metavar="QUERY", help="a sub-task query (repeatable, max 500 chars)")
+    p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file the workers search (repeatable)")
+    p.add_argument("--skills", action="append", default=[], metavar="NAME", help="a skill the workers use (repeatable)")
+    p.add_argument("--data", metavar="JSON", help="extra job data, a JSON object")
+
+    p = command("subtasks", cmd_subtasks, "show the sub-tasks: ○ pending ◉ running ✓ completed ✗ failed", reads)
+    p.add_argument("job")
+
+    p = command("update", cmd_update, "report on a sub-task (what a worker runs)", reads)
+    p.add_argument("job")
+    p.add_argument("sub", metavar="SUB", help="sub-task id, e.g. sub_1")
+    p.add_argument("--status", required=True, help="pending, running, completed or failed")
+    p.add_argument("--result", help="the answer, at most 200 characters (longer is cut, with a mark)")
+    p.add_argument("--agent-id", help="the worker identity given in its prompt")
+    p.add_argument("--force", action="store_true", help="override ownership (a person's correction; recorded in history)")
+
+    p = command("dispatch", cmd_dispatch, "start one background worker per pending sub-task", reads)
+    p.add_argument("job")
+    p.add_argument("--model", default="haiku", help="haiku, sonnet or opus (default: haiku)")
+    p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to search (repeatable)")
+    p.add_argument("--timeout", type=_positive_int, metavar="SECONDS",
+                   help="deadline per sub-task (default: 4/5 of the remaining TTL, never beyond it)")
+    p.add_argument("--executor", default="host", help="who runs the sub-tasks (default: host, the Claude Code Agent tool)")
+
+    p = command("consolidate", cmd_consolidate, "one summary of every result (works at any moment)", reads)
+    p.add_argument("job")
+
+    p = command("list", cmd_list, "list active jobs", reads)
+    p.add_argument("--all", action="store_true", help="include completed and failed jobs")
+
+    p = command("get", cmd_get, "show a job", reads)
+    p.add_argument("job")
+
+    p = command("delete", cmd_delete, "delete a job now")
+    p.add_argument("job")
+
+    command("cleanup", cmd_cleanup, "expire due jobs, time out overdue sub-tasks, purge old jobs", reads)
+    command("stats", cmd_stats, "counts of jobs and sub-tasks by status", reads)
+
+    p = command("status", cmd_status, "show a job's status, or move a normal job with --set", reads)
+    p.add_argument("job")
+    p.add_argument("--set", metavar="STATUS", help="pending, running, completed or failed")
+
+    p = command("history", cmd_history, "show a job's events", reads)
+    p.add_argument("job")
+
+    p = command("retry", cmd_retry, "put failed or timed-out sub-tasks back to pending", reads)
+    p.add_argument("job")
+    p.add_argument("subs", nargs="*", metavar="SUB", help="sub-tasks to retry (default: every failed one)")
+    p.add_argument("--max-attempts", type=_positive_int, metavar="N", help="refuse sub-tasks that used N attempts")
+
+    p = command("cancel", cmd_cancel, "fail every unfinished sub-task with 'cancelled'", reads)
+    p.add_argument("job")
+    return root
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.func(args)
+        return 0
+    except BrainError as exc:
+        if os.environ.get("BRAIN_DEBUG"):
+            raise
+        print(f"brain: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1

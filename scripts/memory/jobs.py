@@ -1,0 +1,310 @@
+"""The Python API of brain-jobs, named as the seed calls it.
+
+    from scripts.memory.jobs import create_job_with_subtasks, update_subtask_status, consolidate_subtask_results
+
+Every function takes an optional ``db``: a SQLite path or a PostgreSQL URL;
+without it the configured default is used (see ``paths``). Every write is
+one transaction of the store (see ``store``), and each one also applies
+due expiry and deadlines and purges jobs past their retention, so no
+daemon is needed. Reads apply expiry and deadlines to the job they touch.
+
+Errors are the exceptions of ``errors``; their messages say what to do.
+"""
+
+import os
+import secrets
+
+from . import prompts, state, validate
+from .clock import iso, now as _now
+from .errors import InvalidInput, NotFound
+from .store import open_store
+
+DEFAULT_RETENTION = 3600
+_stores = {}
+
+
+def _store(db=None):
+    from .paths import default_target
+
+    target = db or default_target()
+    store = _stores.get(target)
+    if store is None:
+        store = _stores[target] = open_store(target)
+    return store
+
+
+def close_stores() -> None:
+    """Close every store this process opened (tests and long-lived processes)."""
+    while _stores:
+        _stores.popitem()[1].close()
+
+
+def _retention() -> int:
+    raw = os.environ.get("BRAIN_RETENTION", str(DEFAULT_RETENTION))
+    if not raw.isdigit():
+        raise InvalidInput(f"BRAIN_RETENTION={raw!r} is not a whole number of seconds")
+    return int(raw)
+
+
+def _housekeep(tx, now) -> dict:
+    """Expire due jobs and purge those past retention: cheap, indexed, every write."""
+    expired = 0
+    for job_id in tx.due(iso(now)):
+        row = tx.get(job_id)
+        if row is not None and state.sweep(row, now):
+            tx.replace(row)
+            expired += 1
+    purged = tx.purge(iso(now - _retention()))
+    return {"expired": expired, "purged": purged}
+
+
+def _not_found(job_id):
+    return NotFound(f"job {job_id} not found (it may have been purged after expiry); see brain job list --all")
+
+
+def _mutate(job_id, change, db=None):
+    """Run ``change(row, now)`` on one job inside one write transaction.
+
+    Expiry and deadlines are applied first. If ``change`` raises a
+    ``BrainError``, what the sweep did and a recorded refusal are still
+    committed; nothing else is.
+    """
+    job_id = validate.job_id(job_id)
+    now = _now()
+    failure = None
+    with _store(db).write() as tx:
+        _housekeep(tx, now)
+        row = tx.get(job_id)
+        if row is None:
+            raise _not_found(job_id)
+        swept = state.sweep(row, now)
+        try:
+            outcome = change(row, now)
+        except state.Refusal as exc:
+            failure, outcome = exc, None
+            if exc.recorded or swept:
+                tx.replace(row)
+        except Exception:
+            if not swept:
+                raise
+            # Only the sweep has touched the row: keep it, then report the error.
+            tx.replace(row)
+            raise
+        else:
+            tx.replace(row)
+    if failure is not None:
+        raise failure
+    return row, outcome
+
+
+def _read(job_id, db=None) -> dict:
+    job_id = validate.job_id(job_id)
+    row = _store(db).read(job_id)
+    if row is None:
+        raise _not_found(job_id)
+    if state.needs_sweep(row, _now()):
+        row, _ = _mutate(job_id, lambda r, n: None, db)
+    return row
+
+
+# -- creating -------------------------------------------------------------
+
+def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_required=None, db=None) -> str:
+    """Create a job and return its bare id.
+
+    ``job_type`` is ``normal`` or ``distributed_search``; a distributed job
+    needs ``subtasks`` (queries of at most 500 characters each).
+    """
+    ttl = validate.ttl(ttl)
+    data = validate.data(data)
+    if job_type not in (state.NORMAL, state.DISTRIBUTED):
+        raise InvalidInput(f"unknown job type {validate.printable(job_type)}: use normal or distributed_search")
+    if "prompt" in data:
+        validate.prompt(data["prompt"])
+    queries = validate.subtasks(subtasks) if job_type == state.DISTRIBUTED else []
+    if job_type == state.NORMAL and subtasks:
+        raise InvalidInput("sub-tasks need a distributed job (brain job create --distributed)")
+    tools = tools_required or []
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        raise InvalidInput("tools_required must be a list of names")
+    now = _now()
+    job_id = secrets.token_hex(6)
+    row = state.new_row(job_id, ttl, data, job_type, queries, tools, now)
+    with _store(db).write() as tx:
+        _housekeep(tx, now)
+        tx.insert(row)
+    return job_id
+
+
+def create_job_with_subtasks(ttl, data, subtasks, db=None) -> str:
+    """Create a distributed job with one pending sub-task per query; return its id."""
+    return create_job(ttl, data, job_type=state.DISTRIBUTED, subtasks=subtasks, db=db)
+
+
+# -- reading --------------------------------------------------------------
+
+def get_job(job_id, db=None) -> dict:
+    """The job's row (the seed's twelve columns, JSON decoded)."""
+    return _read(job_id, db)
+
+
+def get_job_subtasks(job_id, db=None) -> list:
+    """The job's sub-tasks, current state."""
+    return _read(job_id, db)["sub_tasks"]
+
+
+def get_history(job_id, db=None) -> list:
+    """The job's history events, oldest first."""
+    return _read(job_id, db)["history"]
+
+
+def list_jobs(include_finished=False, db=None) -> list:
+    """Jobs newest first: only pending and running ones unless ``include_finished``."""
+    store = _store(db)
+    now = _now()
+    rows = store.read_all(active_only=not include_finished)
+    if any(state.needs_sweep(r, now) for r in rows):
+        cleanup_jobs(db)
+        rows = store.read_all(active_only=not include_finished)
+    return rows
+
+
+def job_stats(db=None) -> dict:
+    """Counts of jobs by status and type, and of sub-tasks by status."""
+    rows = list_jobs(include_finished=True, db=db)
+    jobs = dict.fromkeys(validate.STATUSES, 0)
+    subs = dict.fromkeys(validate.STATUSES, 0)
+    types = {}
+    for r in rows:
+        jobs[r["status"]] = jobs.get(r["status"], 0) + 1
+        types[r["type"]] = types.get(r["type"], 0) + 1
+        for status, n in state.counts(r).items():
+            subs[status] += n
+    return {"total_jobs": len(rows), "jobs": jobs, "types": types, "sub_tasks": subs}
+
+
+def find_subtask_by_agent(agent_id, db=None):
+    """``(job_id, sub_task_id)`` of the sub-task whose worker is ``agent_id``
+    (its dispatch identity or its linked host agent id), or None."""
+    if not agent_id:
+        return None
+    for row in list_jobs(include_finished=True, db=db):
+        for sub in row["sub_tasks"]:
+            if agent_id in (sub["agent_id"], sub.get("host_agent_id")):
+                return row["job_id"], sub["sub_task_id"]
+    return None
+
+
+parse_subtask_prompt = prompts.parse_subtask_prompt
+
+
+# -- writing --------------------------------------------------------------
+
+def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=None, force=False, db=None) -> dict:
+    """A worker's report: move one sub-task to ``status``; return the sub-task.
+
+    A result longer than 200 characters is stored cut, with a visible mark.
+    When this report finishes the last sub-task, the consolidated result is
+    stored in the same transaction.
+    """
+    sub_task_id = validate.sub_task_id(sub_task_id)
+    status = validate.status(status)
+    result = validate.result(result)
+    agent_id = validate.agent_id(agent_id)
+    _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db)
+    return sub
+
+
+def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None) -> dict:
+    """Mark every pending sub-task running, each with its own worker identity
+    and deadline, and return one background ``Agent`` call per sub-task:
+    ``{"job_id", "agent_calls": [{subagent_type, description, prompt, model, run_in_background}]}``.
+    """
+    if timeout is not None:
+        timeout = validate.seconds(timeout, "timeout")
+    files = [str(f) for f in files] if files else None
+    if files:
+        for f in files:
+            validate.query(f)
+    row, started = _mutate(
+        job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now), db
+    )
+    files = files or row["data"].get("files") or []
+    return {
+        "job_id": row["job_id"],
+        "agent_calls": [prompts.agent_call(row["job_id"], sub, files, model) for sub in started],
+    }
+
+
+def consolidate_subtask_results(job_id, db=None) -> dict:
+    """The consolidation dict of the seed, at any moment.
+
+    Keys: ``job_id, total_tasks, completed, failed, results[{sub_task_id,
+    query, status, result}], consolidated_at`` plus ``pending, running,
+    complete, status``. Once the job is complete this is the stored final
+    consolidation, and reading it is noted in the history.
+    """
+    row = _read(job_id, db)
+    if row["consolidated_result"] is not None:
+        if state.unread(row):
+            _mutate(job_id, state.mark_read, db)
+        return row["consolidated_result"]
+    return state.summary(row, _now())
+
+
+def retry_subtasks(job_id, sub_task_ids=None, max_attempts=None, db=None) -> list:
+    """Put failed sub-tasks back to pending (all failed ones, or those named)."""
+    ids = [validate.sub_task_id(s) for s in (sub_task_ids or [])]
+    if max_attempts is not None:
+        max_attempts = validate.seconds(max_attempts, "max attempts")
+    _, retried = _mutate(job_id, lambda row, now: state.retry(row, ids, max_attempts, now), db)
+    return retried
+
+
+def cancel_job(job_id, db=None) -> dict:
+    """Fail every unfinished sub-task with "cancelled" and return the consolidation."""
+    row, _ = _mutate(job_id, state.cancel, db)
+    return row["consolidated_result"] or state.summary(row, _now())
+
+
+def set_job_status(job_id, status, db=None) -> dict:
+    """Move a normal job to ``status`` along the transition table; return the row."""
+    status = validate.status(status)
+    row, _ = _mutate(job_id, lambda row, now: state.set_status(row, status, now), db)
+    return row
+
+
+def link_host_agent(job_id, sub_task_id, host_agent_id, db=None) -> dict:
+    """Record the host's agent id for the worker of a sub-task."""
+    sub_task_id = validate.sub_task_id(sub_task_id)
+    host_agent_id = validate.agent_id(host_agent_id)
+    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, now), db)
+    return sub
+
+
+def delete_job(job_id, db=None) -> bool:
+    """Delete a job now, whatever its state."""
+    job_id = validate.job_id(job_id)
+    with _store(db).write() as tx:
+        if not tx.delete(job_id):
+            raise _not_found(job_id)
+    return True
+
+
+def cleanup_jobs(db=None) -> dict:
+    """Expire due jobs, time out overdue sub-tasks, purge jobs past retention.
+
+    Returns counts: ``{"expired", "timed_out", "purged"}``.
+    """
+    store = _store(db)
+    now = _now()
+    overdue = [r["job_id"] for r in store.read_all(active_only=True) if state.needs_sweep(r, now)]
+    timed_out = 0
+    with store.write() as tx:
+        counts = _housekeep(tx, now)
+        for job_id in overdue:
+            row = tx.get(job_id)
+            if row is not None and state.sweep(row, now):
+                tx.replace(row)
+                timed_out += 1
+    return {"expired": counts["expired"], "timed_out": timed_out, "purged": counts["purged"]}

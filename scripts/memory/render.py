@@ -1,0 +1,90 @@
+"""Text output for people: the seed's sub-task layout, safely.
+
+Queries and results are untrusted text. ``printable`` neutralises control
+characters, escape sequences and bidirectional overrides before they reach
+a terminal, so a result cannot move the cursor, recolour the screen or
+hide text.
+"""
+
+import os
+import re
+import sys
+
+GLYPHS = {"pending": "○", "running": "◉", "completed": "✓", "failed": "✗"}
+_COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
+LABELS = {
+    "en": {"header": "Sub-tasks of job {job_id}:", "result": "Result:"},
+    "pt": {"header": "Sub-tasks do job {job_id}:", "result": "Resultado:"},
+}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text) -> str:
+    """Untrusted text made inert: control characters become visible escapes."""
+    if text is None:
+        return ""
+    return _UNSAFE.sub(lambda m: "\\x%02x" % ord(m.group()) if ord(m.group()) < 0x100 else "\\u%04x" % ord(m.group()), str(text))
+
+
+def language() -> str:
+    """``pt`` when the locale is Portuguese, else ``en`` (LC_ALL > LC_MESSAGES > LANG > LANGUAGE)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return "pt" if value.lower().startswith("pt") else "en"
+    value = os.environ.get("LANGUAGE", "")
+    return "pt" if value.lower().startswith("pt") else "en"
+
+
+def use_colour(stream=None) -> bool:
+    stream = stream or sys.stdout
+    if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def subtasks(job_id, subs, colour=False, lang=None) -> str:
+    """The seed's layout::
+
+        Sub-tasks do job abc123:
+
+          ○ sub_1: GET /api/users
+          ◉ sub_2: GET /api/posts
+              Agent: agent_haiku
+          ✓ sub_3: GET /api/comments
+              Resultado: [200 OK] 5 items
+    """
+    labels = LABELS[lang or language()]
+    lines = [labels["header"].format(job_id=job_id), ""]
+    for sub in subs:
+        glyph = GLYPHS[sub["status"]]
+        if colour:
+            glyph = f"\x1b[{_COLOURS[sub['status']]}m{glyph}\x1b[0m"
+        lines.append(f"  {glyph} {sub['sub_task_id']}: {printable(sub['query'])}")
+        if sub["status"] == "running":
+            lines.append(f"      Agent: {printable(sub['agent_id'])}")
+        elif sub["status"] in ("completed", "failed"):
+            lines.append(f"      {labels['result']} {printable(sub['result'])}")
+    return "\n".join(lines)
+
+
+def consolidation(summary) -> str:
+    """A short human summary of a consolidation dict."""
+    head = (
+        f"Job {summary['job_id']}: {summary['total_tasks']} sub-tasks, {summary['completed']} completed, "
+        f"{summary['failed']} failed, {summary['pending']} pending, {summary['running']} running"
+        + ("" if summary["complete"] else " (not complete yet)")
+    )
+    lines = [head]
+    for r in summary["results"]:
+        lines.append(f"  {GLYPHS[r['status']]} {r['sub_task_id']}: {printable(r['query'])} -> {printable(r['result'])}")
+    return "\n".join(lines)
+
+
+def job_line(row) -> str:
+    """One line per job, for ``list`` and the SessionStart summary."""
+    subs = row["sub_tasks"]
+    done = sum(1 for s in subs if s["status"] in ("completed", "failed"))
+    progress = f" {done}/{len(subs)} done" if subs else ""
+    prompt = printable((row["data"] or {}).get("prompt", ""))[:60]
+    return f"{row['job_id']}  {row['status']:<9} {row['type']:<18}{progress}  expires {row['expires_at']}  {prompt}".rstrip()

@@ -1,0 +1,366 @@
+"""Job state and its transitions, as pure functions on a row dict.
+
+Nothing here does I/O: ``jobs.py`` runs these functions inside one write
+transaction. Each function checks everything first and only then changes
+the row, so a refused request leaves the row as it was. The one exception
+is a refused report from a known worker, which appends a history event
+before raising ``Refused(recorded=True)``, so the refusal is auditable.
+
+Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
+result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
+by dispatch), ``updated_at``, ``host_agent_id`` (the host's id for the same
+worker, linked by the plugin) and ``past_agents`` (identities of superseded
+attempts, which stay refused).
+"""
+
+import secrets
+
+from . import validate
+from .clock import epoch, iso
+from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
+
+DISTRIBUTED = "distributed_search"
+NORMAL = "normal"
+FINAL = validate.FINAL
+TRANSITIONS = {
+    "pending": ("running", "completed", "failed"),
+    "running": ("completed", "failed"),
+    "completed": (),
+    "failed": (),
+}
+MODELS = ("haiku", "sonnet", "opus")
+
+
+class Refusal(Refused):
+    """A refused report; ``recorded`` says a history event was appended."""
+
+    def __init__(self, message, recorded=False):
+        super().__init__(message)
+        self.recorded = recorded
+
+
+def new_subtask(n: int, query: str) -> dict:
+    return {
+        "sub_task_id": f"sub_{n}",
+        "query": query,
+        "agent_id": None,
+        "status": "pending",
+        "result": None,
+        "attempt": 1,
+        "deadline": None,
+        "updated_at": None,
+    }
+
+
+def new_row(job_id, ttl, data, job_type, queries, tools_required, now) -> dict:
+    return {
+        "job_id": job_id,
+        "created_at": iso(now),
+        "ttl": ttl,
+        "expires_at": iso(now + ttl),
+        "data": data,
+        "iteration": 0,
+        "status": "pending",
+        "tools_required": tools_required,
+        "history": [event(now, "created", type=job_type, sub_tasks=len(queries) or None)],
+        "type": job_type,
+        "sub_tasks": [new_subtask(i, q) for i, q in enumerate(queries, 1)],
+        "consolidated_result": None,
+    }
+
+
+def event(now, name, **fields) -> dict:
+    """A history event: UTC time, what happened, and the fields that apply."""
+    ev = {"at": iso(now), "event": name}
+    ev.update((k, v) for k, v in fields.items() if v is not None)
+    return ev
+
+
+def find_subtask(row, sub_task_id) -> dict:
+    for sub in row["sub_tasks"]:
+        if sub["sub_task_id"] == sub_task_id:
+            return sub
+    raise NotFound(
+        f"job {row['job_id']} has no sub-task {sub_task_id} "
+        f"(it has sub_1..sub_{len(row['sub_tasks'])}); see brain job subtasks {row['job_id']}"
+    )
+
+
+def is_expired(row, now) -> bool:
+    return iso(now) >= row["expires_at"]
+
+
+def derived_status(row) -> str:
+    """A distributed job's status follows its sub-tasks."""
+    if row["type"] != DISTRIBUTED:
+        return row["status"]
+    states = [s["status"] for s in row["sub_tasks"]]
+    if all(s in FINAL for s in states):
+        return "failed" if "failed" in states else "completed"
+    if all(s == "pending" for s in states):
+        return "pending"
+    return "running"
+
+
+def counts(row) -> dict:
+    c = dict.fromkeys(validate.STATUSES, 0)
+    for s in row["sub_tasks"]:
+        c[s["status"]] += 1
+    return c
+
+
+def summary(row, now) -> dict:
+    """The seed's consolidation dict, plus pending/running counts and completeness."""
+    c = counts(row)
+    complete = row["status"] in FINAL
+    return {
+        "job_id": row["job_id"],
+        "total_tasks": len(row["sub_tasks"]),
+        "completed": c["completed"],
+        "failed": c["failed"],
+        "pending": c["pending"],
+        "running": c["running"],
+        "complete": complete,
+        "status": row["status"],
+        "results": [
+            {"sub_task_id": s["sub_task_id"], "query": s["query"], "status": s["status"], "result": s["result"]}
+            for s in row["sub_tasks"]
+        ],
+        "consolidated_at": iso(now),
+    }
+
+
+def settle(row, now) -> None:
+    """Recompute the job status; store the consolidation once, when all sub-tasks are final."""
+    if row["type"] != DISTRIBUTED:
+        return
+    row["status"] = derived_status(row)
+    if row["status"] in FINAL:
+        if row["consolidated_result"] is None:
+            row["consolidated_result"] = summary(row, now)
+            row["history"].append(event(now, "consolidated", status=row["status"]))
+    else:
+        row["consolidated_result"] = None
+
+
+def needs_sweep(row, now) -> bool:
+    """True when expiry or a passed deadline is due to change this job."""
+    if row["status"] in FINAL:
+        return False
+    if is_expired(row, now):
+        return True
+    stamp = iso(now)
+    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in row["sub_tasks"])
+
+
+def sweep(row, now) -> bool:
+    """Apply expiry and deadlines; return whether anything changed."""
+    if not needs_sweep(row, now):
+        return False
+    if is_expired(row, now):
+        for sub in row["sub_tasks"]:
+            if sub["status"] not in FINAL:
+                _finish(sub, "failed", "expired", now)
+        if row["type"] != DISTRIBUTED:
+            row["status"] = "failed"
+        row["history"].append(event(now, "expired"))
+    else:
+        stamp = iso(now)
+        for sub in row["sub_tasks"]:
+            if sub["status"] == "running" and sub.get("deadline") and sub["deadline"] <= stamp:
+                _finish(sub, "failed", f"timed out: no report by {sub['deadline']}", now)
+                row["history"].append(
+                    event(now, "timeout", sub_task_id=sub["sub_task_id"], status="failed", agent_id=sub["agent_id"])
+                )
+    settle(row, now)
+    return True
+
+
+def _finish(sub, status, result, now):
+    sub["status"] = status
+    sub["result"] = result
+    sub["updated_at"] = iso(now)
+
+
+def _check_live(row, now, action):
+    if is_expired(row, now):
+        raise Expired(
+            f"job {row['job_id']} expired at {row['expires_at']}; cannot {action}: "
+            f"its results are frozen (brain job consolidate {row['job_id']})"
+        )
+
+
+def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
+    """A worker's report on one sub-task; returns the sub-task.
+
+    Ownership: once a sub-task has an owner (the identity dispatch gave it,
+    or the first worker that claimed it as running), only that identity or
+    the host agent id linked to it may report. ``force`` overrides, and the
+    history says so.
+    """
+    sub = find_subtask(row, sub_task_id)
+    _check_live(row, now, f"report on {sub_task_id}")
+    owners = {sub["agent_id"], sub.get("host_agent_id")} - {None}
+    if not force:
+        if agent_id is not None and agent_id in sub.get("past_agents", ()) and agent_id not in owners:
+            row["history"].append(
+                event(now, "refused", sub_task_id=sub_task_id, status=status, agent_id=agent_id,
+                      reason=f"superseded attempt (now attempt {sub['attempt']})")
+            )
+            raise Refusal(
+                f"report refused: {agent_id} belongs to a superseded attempt of {sub_task_id} "
+                f"(now attempt {sub['attempt']}); the newer attempt was kept",
+                recorded=True,
+            )
+        if owners and agent_id is None:
+            raise Refusal(
+                f"report refused: {sub_task_id} was dispatched to a worker; report with the "
+                "--agent-id from its prompt (a person may override with --force)"
+            )
+        if owners and agent_id not in owners:
+            raise Refusal(
+                f"report refused: {agent_id} does not own {sub_task_id}; report with the "
+                "--agent-id from its prompt (a person may override with --force)"
+            )
+    if status not in TRANSITIONS[sub["status"]]:
+        raise InvalidTransition(_transition_message(sub_task_id, sub["status"], status))
+    sub["status"] = status
+    if result is not None:
+        sub["result"] = result
+    if agent_id is not None and not owners:
+        sub["agent_id"] = agent_id
+    sub["updated_at"] = iso(now)
+    row["history"].append(
+        event(now, "report", sub_task_id=sub_task_id, status=status, agent_id=agent_id, forced=True if force else None)
+    )
+    settle(row, now)
+    return sub
+
+
+def _transition_message(what, current, wanted):
+    if current in FINAL:
+        return f"{what} is already {current}; nothing leaves {current} except a retry (brain job retry)"
+    allowed = ", ".join(TRANSITIONS[current])
+    return f"{what} cannot go from {current} to {wanted}; from {current} it can go to: {allowed}"
+
+
+def default_timeout(row, now) -> int:
+    """Four fifths of the TTL that remains: a stuck worker fails while the job can still be retried."""
+    return max(1, int((epoch(row["expires_at"]) - now) * 0.8))
+
+
+def dispatch(row, model, timeout, session_id, executor, now) -> list:
+    """Mark every pending sub-task running with a fresh identity and deadline; return them."""
+    if row["type"] != DISTRIBUTED:
+        raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
+    _check_live(row, now, "dispatch")
+    if model not in MODELS:
+        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+    pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
+    if not pending:
+        raise InvalidTransition(
+            f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
+            f"{row['job_id']} (failed ones can be retried with brain job retry)"
+        )
+    timeout = timeout or default_timeout(row, now)
+    deadline = iso(min(now + timeout, epoch(row["expires_at"])))
+    prefix = f"agent_{model}" if executor == "host" else f"agent_{executor}"
+    for sub in pending:
+        sub["status"] = "running"
+        sub["agent_id"] = f"{prefix}_{secrets.token_hex(3)}"
+        sub["deadline"] = deadline
+        sub["updated_at"] = iso(now)
+    row["iteration"] += 1
+    row["history"].append(
+        event(now, "dispatch", executor=executor, model=model, session_id=session_id, timeout=timeout,
+              sub_tasks=[s["sub_task_id"] for s in pending])
+    )
+    settle(row, now)
+    return pending
+
+
+def retry(row, sub_task_ids, max_attempts, now) -> list:
+    """Put failed sub-tasks (all, or the named ones) back to pending; return their ids."""
+    _check_live(row, now, "retry")
+    if row["type"] != DISTRIBUTED:
+        if row["status"] != "failed":
+            raise InvalidTransition(f"job {row['job_id']} is {row['status']}; only a failed job can be retried")
+        row["status"] = "pending"
+        row["iteration"] += 1
+        row["history"].append(event(now, "retry", status="pending"))
+        return []
+    if sub_task_ids:
+        targets = [find_subtask(row, s) for s in dict.fromkeys(sub_task_ids)]
+        for sub in targets:
+            if sub["status"] != "failed":
+                raise InvalidTransition(f"{sub['sub_task_id']} is {sub['status']}; only failed sub-tasks can be retried")
+    else:
+        targets = [s for s in row["sub_tasks"] if s["status"] == "failed"]
+        if not targets:
+            raise InvalidTransition(f"job {row['job_id']} has no failed sub-tasks to retry")
+    if max_attempts is not None:
+        for sub in targets:
+            if sub["attempt"] >= max_attempts:
+                raise InvalidTransition(
+                    f"{sub['sub_task_id']} has used {sub['attempt']} of at most {max_attempts} attempts; not retried"
+                )
+    for sub in targets:
+        past = sub.setdefault("past_agents", [])
+        past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
+        sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
+        sub["attempt"] += 1
+    row["iteration"] += 1
+    ids = [s["sub_task_id"] for s in targets]
+    row["history"].append(event(now, "retry", sub_tasks=ids, max_attempts=max_attempts))
+    settle(row, now)
+    return ids
+
+
+def cancel(row, now) -> None:
+    """Fail every pending or running sub-task with the result "cancelled"."""
+    if row["status"] in FINAL:
+        raise InvalidTransition(f"job {row['job_id']} is already {row['status']}; nothing to cancel")
+    for sub in row["sub_tasks"]:
+        if sub["status"] not in FINAL:
+            _finish(sub, "failed", "cancelled", now)
+    if row["type"] != DISTRIBUTED:
+        row["status"] = "failed"
+    row["history"].append(event(now, "cancel"))
+    settle(row, now)
+
+
+def set_status(row, status, now) -> None:
+    """Move a normal job through the transition table."""
+    if row["type"] == DISTRIBUTED:
+        raise InvalidTransition(
+            f"job {row['job_id']} is distributed: its status follows its sub-tasks (use brain job update)"
+        )
+    _check_live(row, now, "change its status")
+    if status not in TRANSITIONS[row["status"]]:
+        raise InvalidTransition(_transition_message(f"job {row['job_id']}", row["status"], status))
+    row["status"] = status
+    row["history"].append(event(now, "status", status=status))
+
+
+def link_host_agent(row, sub_task_id, host_agent_id, now) -> dict:
+    """Record the host's id for the worker of a sub-task; it counts as the same worker."""
+    sub = find_subtask(row, sub_task_id)
+    sub["host_agent_id"] = host_agent_id
+    row["history"].append(event(now, "link", sub_task_id=sub_task_id, agent_id=sub["agent_id"], host_agent_id=host_agent_id))
+    return sub
+
+
+def unread(row) -> bool:
+    """True when the job's final consolidation has not been read since it was stored."""
+    for ev in reversed(row["history"]):
+        if ev["event"] == "consolidate_read":
+            return False
+        if ev["event"] == "consolidated":
+            return True
+    return False
+
+
+def mark_read(row, now) -> None:
+    """Note that the final consolidation was read (once per completion)."""
+    if unread(row):
+        row["history"].append(event(now, "consolidate_read"))

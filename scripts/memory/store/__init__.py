@@ -1,0 +1,67 @@
+"""The storage contract, written down once.
+
+Job logic (``scripts.memory.jobs``) talks to storage only through the two
+classes below; it never imports a driver or writes SQL. Each backend
+(``sqlite``, ``postgres``) implements them.
+
+A *row* is a dict with exactly the seed's twelve columns::
+
+    job_id str, created_at str (ISO UTC), ttl int, expires_at str (ISO UTC),
+    data dict, iteration int, status str, tools_required list,
+    history list, type str, sub_tasks list, consolidated_result dict | None
+
+Times are the fixed-width text of ``clock.iso`` so they compare as text.
+
+``Store``
+    ``read(job_id) -> row | None``
+        A committed snapshot, taken without the write lock.
+    ``read_all(active_only) -> [row]``
+        Every job (or only those not yet completed/failed), newest first.
+    ``write() -> context manager yielding a Transaction``
+        One exclusive write transaction. It cannot interleave with any
+        other writer, in this process or another, on this machine or
+        another. It commits when the block exits normally and rolls back
+        when it raises. Waiting for it is bounded: past the lock timeout
+        it raises ``StoreBusy``.
+    ``close()``
+
+``Transaction``
+    ``get(job_id) -> row | None``     the current row, locked until commit
+    ``insert(row)``                    a new row (the id is new)
+    ``replace(row)``                   store every column of an existing row
+    ``delete(job_id) -> bool``
+    ``due(now) -> [job_id]``           unfinished jobs with ``expires_at <= now``
+    ``purge(cutoff) -> int``           delete finished jobs with ``expires_at < cutoff``
+
+Driver errors are translated at this boundary into ``StoreError`` /
+``StoreBusy`` with a message that says what to do.
+"""
+
+from ..errors import InvalidInput
+from ..paths import default_target
+
+COLUMNS = (
+    "job_id", "created_at", "ttl", "expires_at", "data", "iteration", "status",
+    "tools_required", "history", "type", "sub_tasks", "consolidated_result",
+)
+JSON_COLUMNS = ("data", "tools_required", "history", "sub_tasks", "consolidated_result")
+
+
+def open_store(target=None):
+    """Open the store at ``target``: a PostgreSQL URL or a SQLite file path.
+
+    ``None`` means the configured default (see ``paths``).
+    """
+    target = target or default_target()
+    if target.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(target)
+    if "://" in target:
+        raise InvalidInput(
+            f"unsupported database URL scheme in {target.split('://')[0]}://: "
+            "use a file path for SQLite or postgresql://... for PostgreSQL"
+        )
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(target)

@@ -1,0 +1,239 @@
+"""The embedded default: one SQLite file in WAL mode, guarded by a file lock.
+
+Every write takes the lock file ``<db>.lock`` (see ``lock.py``) and then
+``BEGIN IMMEDIATE``, so a read-modify-write of a job row cannot interleave
+with another writer. Readers take no lock: WAL gives them the last
+committed state, so ``sqlite3 jobs.db 'select sub_tasks from jobs'`` always
+shows the truth.
+
+``synchronous=FULL`` by default: a report that returned success survives a
+crash of the process and of the machine. ``BRAIN_SYNCHRONOUS=NORMAL``
+trades the latter for speed.
+"""
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+from ..errors import StoreBusy, StoreError
+from . import COLUMNS, JSON_COLUMNS
+from .lock import WriteLock
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _migration_1(conn):
+    """The seed's ``jobs`` table, plus indexes for the expiry sweep."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS jobs (
+            job_id TEXT PRIMARY KEY,
+            created_at TIMESTAMP,
+            ttl INTEGER,
+            expires_at TIMESTAMP,
+            data JSON,
+            iteration INTEGER,
+            status TEXT,
+            tools_required JSON,
+            history JSON,
+            type TEXT DEFAULT 'normal',
+            sub_tasks JSON DEFAULT '[]',
+            consolidated_result JSON DEFAULT 'null'
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_status_expires ON jobs (status, expires_at)")
+
+
+# Named, ordered, idempotent steps; ``PRAGMA user_version`` records how many ran.
+MIGRATIONS = (_migration_1,)
+
+
+def _encode(row: dict) -> tuple:
+    return tuple(
+        json.dumps(row[c], separators=(",", ":"), ensure_ascii=False) if c in JSON_COLUMNS else row[c]
+        for c in COLUMNS
+    )
+
+
+def _decode(values) -> dict:
+    row = dict(zip(COLUMNS, values))
+    for c in JSON_COLUMNS:
+        if row[c] is not None:
+            row[c] = json.loads(row[c])
+    return row
+
+
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
+
+
+def _translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """One place where driver errors become errors that say what to do."""
+    msg = str(exc)
+    if "locked" in msg or "busy" in msg:
+        return StoreBusy(f"the job store {path} is locked by another program; retry, or raise BRAIN_LOCK_TIMEOUT")
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return StoreError(
+            f"{path} is not a usable SQLite database ({msg}); it was left untouched: "
+            "move it aside or point BRAIN_DB elsewhere"
+        )
+    if "full" in msg:
+        return StoreError(f"no space left for the job store {path} ({msg}); free disk space and retry: nothing stored was lost")
+    if "readonly" in msg or "read-only" in msg:
+        return StoreError(f"the job store {path} is read-only ({msg}); fix its permissions or point BRAIN_DB elsewhere")
+    if "unable to open" in msg:
+        return StoreError(f"cannot open the job store {path} ({msg}); check the path and its permissions")
+    return StoreError(f"job store error on {path}: {msg}")
+
+
+class _Transaction:
+    def __init__(self, conn):
+        self._conn = conn
+
+    def get(self, job_id):
+        row = self._conn.execute(_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def insert(self, row):
+        marks = ", ".join("?" for _ in COLUMNS)
+        self._conn.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})", _encode(row))
+
+    def replace(self, row):
+        values = _encode(row)
+        sets = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
+        self._conn.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", values[1:] + values[:1])
+
+    def delete(self, job_id):
+        return self._conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount > 0
+
+    def due(self, now):
+        rows = self._conn.execute(
+            "SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= ?", (now,)
+        )
+        return [r[0] for r in rows]
+
+    def purge(self, cutoff):
+        return self._conn.execute(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND expires_at < ?", (cutoff,)
+        ).rowcount
+
+
+class SQLiteStore:
+    """The storage contract (see ``store/__init__``) on one SQLite file."""
+
+    def __init__(self, path: str, lock_timeout: float = None):
+        self.path = os.path.abspath(path)
+        self.lock_timeout = lock_timeout if lock_timeout is not None else float(
+            os.environ.get("BRAIN_LOCK_TIMEOUT", "10")
+        )
+        self._prepare_file()
+        self._lock = WriteLock(self.path + ".lock")
+        # One connection per store; threads of one process take turns on it
+        # (the file lock alone does not exclude threads sharing its descriptor).
+        self._mutex = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+            )
+            sync = os.environ.get("BRAIN_SYNCHRONOUS", "FULL").upper()
+            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                sync = "FULL"
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _prepare_file(self):
+        """Create the directory 0700 and the file 0600; refuse a file that is not SQLite."""
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store directory {directory}: {exc.strerror}") from None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the job store {self.path}: {exc.strerror}") from None
+        try:
+            header = os.read(fd, len(_SQLITE_MAGIC))
+        finally:
+            os.close(fd)
+        if header and header != _SQLITE_MAGIC:
+            raise StoreError(
+                f"{self.path} is not a SQLite database (or is truncated); it was left untouched: "
+                "move it aside or point BRAIN_DB elsewhere"
+            )
+
+    def _migrate(self):
+        with self._locked():
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for step in MIGRATIONS[version:]:
+                    step(self._conn)
+                self._conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _locked(self):
+        with self._mutex:
+            self._lock.acquire(self.lock_timeout)
+            try:
+                yield
+            finally:
+                self._lock.release()
+
+    def read(self, job_id):
+        try:
+            with self._mutex:
+                row = self._conn.execute(_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return _decode(row) if row else None
+
+    def read_all(self, active_only=False):
+        where = " WHERE status IN ('pending', 'running')" if active_only else ""
+        try:
+            with self._mutex:
+                rows = self._conn.execute(_SELECT + where + " ORDER BY created_at DESC, job_id").fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return [_decode(r) for r in rows]
+
+    @contextmanager
+    def write(self):
+        with self._locked():
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+            try:
+                yield _Transaction(self._conn)
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _translate(exc, self.path) from None
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _translate(exc, self.path) from None
+
+    def _rollback(self):
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is already gone (SQLite rolls back on some errors itself)
+
+    def close(self):
+        self._conn.close()
+        self._lock.close()
