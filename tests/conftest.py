@@ -110,16 +110,13 @@ def brain():
     return _Brain()
 
 
-def store_snapshot(db_path):
-    """Every row of the jobs table, as text, for 'nothing changed' assertions."""
-    import sqlite3
+def store_snapshot(target=None):
+    """Every job row, through the storage contract, for 'nothing changed' assertions."""
+    from scripts.memory.paths import default_target
+    from scripts.memory.store import open_store
 
-    if not Path(db_path).exists():
-        return None
-    conn = sqlite3.connect(db_path)
+    store = open_store(str(target) if target else default_target())
     try:
-        return conn.execute("SELECT * FROM jobs ORDER BY job_id").fetchall()
-    except sqlite3.OperationalError:
-        return None
+        return store.read_all()
     finally:
-        conn.close()
+        store.close()
