@@ -1,0 +1,72 @@
+"""Stop: remind the agent, once, to read the results of a job it dispatched.
+
+When a job dispatched in this session has every sub-task finished but its
+consolidated result has not been read since (no ``brain job consolidate``),
+the stop is blocked once with a reason that names the command. A stop that
+is already the continuation of a stop hook (``stop_hook_active``) is never
+blocked, and each job is reminded at most once per session, so this cannot
+loop.
+"""
+
+import json
+import os
+import re
+
+from hooklib import data_dir, debug, run
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _reminded_path(session_id: str) -> str:
+    return os.path.join(data_dir(), "sessions", _SAFE.sub("_", session_id)[:100] + ".stop.json")
+
+
+def _load(path) -> list:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+        return value if isinstance(value, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def unread_jobs(session_id: str) -> list:
+    """Jobs dispatched in ``session_id`` that are finished but whose result was not read."""
+    from scripts.memory import jobs, state
+
+    found = []
+    for row in jobs.list_jobs(include_finished=True):
+        if not state.unread(row):
+            continue
+        if any(ev.get("event") == "dispatch" and ev.get("session_id") == session_id for ev in row["history"]):
+            found.append(row)
+    return found
+
+
+def handle(payload: dict):
+    session_id = payload.get("session_id")
+    if payload.get("stop_hook_active") or not session_id:
+        return None
+    path = _reminded_path(session_id)
+    reminded = _load(path)
+    pending = [row for row in unread_jobs(session_id) if row["job_id"] not in reminded]
+    if not pending:
+        return None
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(reminded + [row["job_id"] for row in pending], fh)
+    os.replace(tmp, path)
+    ids = " ".join(row["job_id"] for row in pending)
+    commands = "; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending)
+    debug(f"stop: blocking once for {ids}")
+    return {
+        "decision": "block",
+        "reason": f"brain-jobs: every sub-task of job{'s' if len(pending) > 1 else ''} {ids} has finished "
+                  "but the results were not read. "
+                  f"Run {commands} and answer from it.",
+    }
+
+
+if __name__ == "__main__":
+    run("stop", handle)
