@@ -211,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     root = _Parser(prog="brain", description="brain-jobs: a job queue with distributed sub-tasks.",
                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-    root.set_defaults(db=None)
     top = root.add_subparsers(dest="area", metavar="{job,worker}", parser_class=_Parser)
     top.required = True
     job = top.add_parser("job", help="create, dispatch, report on and consolidate jobs", epilog=EPILOG,
@@ -288,6 +287,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.db = getattr(args, "db", None)  # --db may stand before or after the command
         args.func(args)
         return 0
     except BrainError as exc:
