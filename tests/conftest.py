@@ -24,6 +24,10 @@ _HOST_VARS = ("BRAIN_DB", "BRAIN_DATABASE_URL", "BRAIN_CONFIG", "BRAIN_NOW", "CL
               "LC_ALL", "LC_MESSAGES", "LANGUAGE", "BRAIN_DEBUG")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file itself; it runs once")
+
+
 @pytest.fixture(autouse=True)
 def brain_home(tmp_path, monkeypatch):
     """An isolated HOME and a fresh SQLite store for each test; yields the store path."""

@@ -1,0 +1,124 @@
+"""The embedded SQLite store: schema, WAL, location, permissions, migrations."""
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from scripts.memory import jobs, paths
+from scripts.memory.store import COLUMNS
+from scripts.memory.store.sqlite import MIGRATIONS, SQLiteStore
+
+pytestmark = pytest.mark.sqlite_only
+
+SEED_COLUMNS = ["job_id", "created_at", "ttl", "expires_at", "data", "iteration", "status",
+                "tools_required", "history", "type", "sub_tasks", "consolidated_result"]
+
+
+def test_the_table_has_exactly_the_seed_columns(db):
+    jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
+    conn = sqlite3.connect(db)
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+    assert cols == SEED_COLUMNS == list(COLUMNS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite3_shell_shows_the_current_state_while_the_writer_is_open(db):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["GET /a", "GET /b"])
+    jobs.update_subtask_status(job, "sub_2", "completed", "[200 OK] 5 items")
+    # The API's connection stays open; an outside reader sees committed state.
+    out = subprocess.run(["sqlite3", db, "select sub_tasks, consolidated_result from jobs"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0 and "not found" in out.stderr:
+        conn = sqlite3.connect(db)
+        text = str(conn.execute("select sub_tasks, consolidated_result from jobs").fetchall())
+    else:
+        text = out.stdout
+    assert '"status":"completed","result":"[200 OK] 5 items"' in text
+    jobs.update_subtask_status(job, "sub_1", "completed", "done")
+    conn = sqlite3.connect(db)
+    (consolidated,) = conn.execute("select consolidated_result from jobs").fetchone()
+    assert '"completed":2' in consolidated
+
+
+def test_directory_is_0700_and_file_0600(tmp_path):
+    target = tmp_path / "fresh" / "deeper" / "jobs.db"
+    old = os.umask(0)
+    try:
+        jobs.create_job(60, {"prompt": "p"}, db=str(target))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE((target.parent / "jobs.db.lock").stat().st_mode) == 0o600
+
+
+def test_location_precedence(monkeypatch, tmp_path):
+    home = tmp_path / "h"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("BRAIN_DB")
+    assert paths.default_db_path() == str(home / ".brain" / "jobs.db")
+    monkeypatch.setenv("CLAUDE_PLUGIN_DATA", str(tmp_path / "plugin-data"))
+    assert paths.default_db_path() == str(tmp_path / "plugin-data" / "jobs.db")
+    monkeypatch.setenv("BRAIN_DB", str(tmp_path / "env.db"))
+    assert paths.default_db_path() == str(tmp_path / "env.db")
+
+
+def test_default_location_is_home_dot_brain_for_the_cli(brain, monkeypatch, tmp_path):
+    monkeypatch.delenv("BRAIN_DB")
+    out = brain.ok("job", "create", "--ttl", "60", "--prompt", "p")
+    home_db = tmp_path / "home" / ".brain" / "jobs.db"
+    assert home_db.exists()
+    assert brain.json("job", "get", out.strip())["job_id"] == out.strip()[4:]
+    monkeypatch.setenv("CLAUDE_PLUGIN_DATA", str(tmp_path / "pd"))
+    brain.ok("job", "create", "--ttl", "60", "--prompt", "p")
+    assert (tmp_path / "pd" / "jobs.db").exists()
+
+
+def test_migrations_are_versioned_and_idempotent(db):
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    # Running every step again over an existing store changes nothing.
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    job = jobs.create_job(60, {"prompt": "kept"}, db=db)
+    jobs.close_stores()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    assert jobs.get_job(job, db=db)["data"] == {"prompt": "kept"}
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_store_created_by_the_seed_schema_is_adopted(db):
+    # A jobs table made with the seed's own DDL (and no user_version) opens fine.
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    conn = sqlite3.connect(db)
+    conn.execute("""CREATE TABLE jobs (job_id TEXT PRIMARY KEY, created_at TIMESTAMP, ttl INTEGER,
+        expires_at TIMESTAMP, data JSON, iteration INTEGER, status TEXT, tools_required JSON, history JSON,
+        type TEXT DEFAULT 'normal', sub_tasks JSON DEFAULT '[]', consolidated_result JSON DEFAULT 'null')""")
+    conn.commit()
+    conn.close()
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"], db=db)
+    assert jobs.get_job(job, db=db)["sub_tasks"][0]["query"] == "q"
+
+
+def test_a_report_imports_no_heavy_module(db):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"], db=db)
+    code = (
+        "import sys; from scripts.memory import cli;"
+        f"rc = cli.main(['job', 'update', '{job}', 'sub_1', '--status', 'completed', '--result', 'r']);"
+        "rc |= cli.main(['job', 'subtasks', '{job}']);".replace("{job}", job) +
+        "heavy = [m for m in ('anthropic', 'yaml', 'psycopg', 'filelock', 'httpx') if m in sys.modules];"
+        "print(rc, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr
