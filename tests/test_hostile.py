@@ -1,0 +1,109 @@
+"""Hostile input: each row is refused with a clear error and exit code, and changes nothing."""
+
+import re
+
+import pytest
+
+from conftest import store_snapshot
+from scripts.memory import jobs, validate
+from scripts.memory.errors import InvalidInput, InvalidTransition, NotFound
+
+
+@pytest.fixture
+def job(brain):
+    out = brain.ok("job", "create", "--distributed", "--ttl", "300", "--prompt", "p",
+                   "--subtask", "GET /a", "--subtask", "GET /b")
+    job_id = re.search(r"job_(\w+)", out).group(1)
+    brain.ok("job", "update", job_id, "sub_2", "--status", "completed", "--result", "done")
+    return job_id
+
+
+LONG = "q" * 501
+CASES = [
+    # (name, argv with {job} placeholder, exit code, text expected in the one-line error)
+    ("traversal job id", ["job", "update", "../../etc/passwd", "sub_1", "--status", "completed"], 2, "invalid job id"),
+    ("job id with slash", ["job", "subtasks", "job_abc/def"], 2, "invalid job id"),
+    ("sql in job id", ["job", "get", "x' OR '1'='1"], 2, "invalid job id"),
+    ("traversal sub id", ["job", "update", "{job}", "../sub_1", "--status", "completed"], 2, "invalid sub-task id"),
+    ("sub id injection", ["job", "update", "{job}", "sub_1;rm -rf /", "--status", "completed"], 2, "invalid sub-task id"),
+    ("sub id zero", ["job", "update", "{job}", "sub_0", "--status", "completed"], 2, "invalid sub-task id"),
+    ("unknown sub", ["job", "update", "{job}", "sub_99", "--status", "completed"], 1, "has no sub-task sub_99"),
+    ("unknown job", ["job", "update", "abc123", "sub_1", "--status", "completed"], 1, "not found"),
+    ("unknown status", ["job", "update", "{job}", "sub_1", "--status", "done"], 2, "unknown status"),
+    ("illegal transition", ["job", "update", "{job}", "sub_2", "--status", "running"], 1, "already completed"),
+    ("completed to failed", ["job", "update", "{job}", "sub_2", "--status", "failed"], 1, "already completed"),
+    ("pending to pending", ["job", "update", "{job}", "sub_1", "--status", "pending"], 1, "cannot go from pending"),
+    ("bad agent id", ["job", "update", "{job}", "sub_1", "--status", "running", "--agent-id", "a b"], 2, "invalid agent id"),
+    ("oversized query", ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", LONG], 2, "limit is 500"),
+    ("control char query", ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", "a\x07b"], 2, "control character"),
+    ("escape sequence query", ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", "\x1b[31mred"], 2, "U+001B"),
+    ("escape in prompt", ["job", "create", "--ttl", "60", "--prompt", "\x1b]0;x\x07"], 2, "control character"),
+    ("empty query", ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", "  "], 2, "empty"),
+    ("no subtasks", ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p"], 2, "at least one --subtask"),
+    ("bad json", ["job", "create", "--ttl", "60", "--prompt", "p", "--data", "{nope"], 2, "not valid JSON"),
+    ("json not object", ["job", "create", "--ttl", "60", "--prompt", "p", "--data", "[1, 2]"], 2, "JSON object"),
+    ("ttl zero", ["job", "create", "--ttl", "0", "--prompt", "p"], 2, "out of range"),
+    ("ttl negative", ["job", "create", "--ttl", "-5", "--prompt", "p"], 2, "ttl"),
+    ("ttl too big", ["job", "create", "--ttl", "2592001", "--prompt", "p"], 2, "out of range"),
+    ("ttl not a number", ["job", "create", "--ttl", "1e3", "--prompt", "p"], 2, "not a whole number"),
+    ("ttl float", ["job", "create", "--ttl", "1.5", "--prompt", "p"], 2, "not a whole number"),
+    ("unknown model", ["job", "dispatch", "{job}", "--model", "gpt"], 2, "unknown model"),
+    ("bad timeout", ["job", "dispatch", "{job}", "--timeout", "0"], 2, "at least 1"),
+    ("set status on distributed", ["job", "status", "{job}", "--set", "failed"], 1, "follows its sub-tasks"),
+    ("unknown status set", ["job", "status", "{job}", "--set", "paused"], 2, "unknown status"),
+]
+
+
+@pytest.mark.parametrize("name,argv,code,text", CASES, ids=[c[0] for c in CASES])
+def test_hostile_cli_input_is_refused_and_changes_nothing(brain, job, name, argv, code, text):
+    before = store_snapshot()
+    proc = brain(*[a.replace("{job}", job) for a in argv])
+    assert proc.returncode == code, proc.stderr
+    assert text in proc.stderr
+    assert proc.stderr.startswith("brain: error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+    assert store_snapshot() == before
+
+
+def test_query_of_exactly_500_is_accepted_and_never_cut(brain):
+    q = "x" * 500
+    row = brain.json("job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", q)
+    assert row["sub_tasks"][0]["query"] == q
+
+
+@pytest.mark.parametrize("length", [200, 201, 5000])
+def test_results_never_exceed_200_and_a_cut_is_visible(job, length):
+    text = "r" * length
+    sub = jobs.update_subtask_status(job, "sub_1", "completed", text)
+    assert len(sub["result"]) <= 200
+    if length <= 200:
+        assert sub["result"] == text
+    else:
+        assert sub["result"].endswith(validate.TRUNCATION_MARK) and len(sub["result"]) == 200
+        assert jobs.consolidate_subtask_results(job)["results"][0]["result"] == sub["result"]
+
+
+API_CASES = [
+    (lambda j: jobs.update_subtask_status(j, "sub_1", "completed", "a\x00b"), InvalidInput, "NUL"),
+    (lambda j: jobs.update_subtask_status(j, "sub_1", "completed", 42), InvalidInput, "must be text"),
+    (lambda j: jobs.update_subtask_status(j, "sub_1", None), InvalidInput, "unknown status"),
+    (lambda j: jobs.update_subtask_status(j, "../x", "completed"), InvalidInput, "invalid sub-task id"),
+    (lambda j: jobs.update_subtask_status(j, "sub_1", "completed", agent_id="../../x"), InvalidInput, "invalid agent id"),
+    (lambda j: jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a\x00"]), InvalidInput, "control character"),
+    (lambda j: jobs.create_job_with_subtasks(60, {"prompt": "p"}, "not a list"), InvalidInput, "list of queries"),
+    (lambda j: jobs.create_job_with_subtasks(True, {"prompt": "p"}, ["a"]), InvalidInput, "whole number"),
+    (lambda j: jobs.create_job_with_subtasks(60, "nope", ["a"]), InvalidInput, "not valid JSON"),
+    (lambda j: jobs.create_job_with_subtasks(60, {"x": float("nan")}, ["a"]), InvalidInput, "JSON"),
+    (lambda j: jobs.get_job(None), InvalidInput, "must be a string"),
+    (lambda j: jobs.get_job("a" * 65), InvalidInput, "invalid job id"),
+    (lambda j: jobs.get_job("abcdef"), NotFound, "not found"),
+    (lambda j: jobs.update_subtask_status(j, "sub_2", "failed"), InvalidTransition, "already completed"),
+]
+
+
+@pytest.mark.parametrize("call,error,text", API_CASES, ids=range(len(API_CASES)))
+def test_hostile_api_input_raises_the_right_error_and_changes_nothing(job, call, error, text):
+    before = store_snapshot()
+    with pytest.raises(error, match=re.escape(text)):
+        call(job)
+    assert store_snapshot() == before
