@@ -194,8 +194,8 @@ def test_normal_job_lifecycle_and_history(brain):
     proc = brain("job", "status", job, "--set", "failed")
     assert proc.returncode == 1 and "already completed" in proc.stderr
     events = brain.json("job", "history", job)
-    assert [e["event"] for e in events] == ["created", "status", "status"]
-    assert [e.get("status") for e in events[1:]] == ["running", "completed"]
+    assert [e["event"] for e in events] == ["created", "status", "status", "consolidated"]
+    assert [e.get("status") for e in events[1:]] == ["running", "completed", "completed"]
     assert all(re.fullmatch(r".*T.*\.\d{3}Z", e["at"]) for e in events)
     text = brain.ok("job", "history", job)
     assert "status" in text and "completed" in text

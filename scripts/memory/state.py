@@ -131,9 +131,10 @@ def summary(row, now) -> dict:
 
 
 def settle(row, now) -> None:
-    """Recompute the job status; store the consolidation once, when all sub-tasks are final."""
-    if row["type"] != DISTRIBUTED:
-        return
+    """Recompute the job status; store the consolidation once, when the job is final.
+
+    Its ``consolidated_at`` is also when the retention period starts.
+    """
     row["status"] = derived_status(row)
     if row["status"] in FINAL:
         if row["consolidated_result"] is None:
@@ -288,6 +289,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
         row["status"] = "pending"
         row["iteration"] += 1
         row["history"].append(event(now, "retry", status="pending"))
+        settle(row, now)
         return []
     if sub_task_ids:
         targets = [find_subtask(row, s) for s in dict.fromkeys(sub_task_ids)]
@@ -340,6 +342,7 @@ def set_status(row, status, now) -> None:
         raise InvalidTransition(_transition_message(f"job {row['job_id']}", row["status"], status))
     row["status"] = status
     row["history"].append(event(now, "status", status=status))
+    settle(row, now)
 
 
 def link_host_agent(row, sub_task_id, host_agent_id, now) -> dict:

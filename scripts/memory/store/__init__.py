@@ -31,7 +31,9 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
     ``replace(row)``                   store every column of an existing row
     ``delete(job_id) -> bool``
     ``due(now) -> [job_id]``           unfinished jobs with ``expires_at <= now``
-    ``purge(cutoff) -> int``           delete finished jobs with ``expires_at < cutoff``
+    ``purge(cutoff) -> int``           delete finished jobs whose ``expires_at`` and
+                                       ``consolidated_result.consolidated_at`` (when the
+                                       job finished) are both before ``cutoff``
 
 Driver errors are translated at this boundary into ``StoreError`` /
 ``StoreBusy`` with a message that says what to do.

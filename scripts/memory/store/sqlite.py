@@ -114,7 +114,9 @@ class _Transaction:
 
     def purge(self, cutoff):
         return self._conn.execute(
-            "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND expires_at < ?", (cutoff,)
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND expires_at < ?"
+            " AND COALESCE(json_extract(consolidated_result, '$.consolidated_at'), expires_at) < ?",
+            (cutoff, cutoff),
         ).rowcount
 
 
