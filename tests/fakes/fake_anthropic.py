@@ -395,6 +395,19 @@ class FakeAnthropic:
             return [r for r in self.requests
                     if r.method == "POST" and urlsplit(r.path).path.endswith("/v1/messages")]
 
+    def dump_requests(self, path: str) -> None:
+        """Write the request log as JSON lines (for a test in another process)."""
+        with self._lock:
+            records = list(self.requests)
+        with open(path, "w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps({
+                    "method": r.method, "path": r.path, "client": r.client, "at": r.at,
+                    "headers": r.headers, "body": r.body, "bytes": len(r.raw), "status": r.status,
+                    "reply": None if r.reply is None else {"content": r.reply.content,
+                                                           "stop_reason": r.reply.stop_reason},
+                }) + "\n")
+
     def _next_reply(self, rec: RecordedRequest) -> Reply:
         with self._lock:
             if self._queue:

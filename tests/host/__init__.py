@@ -1,0 +1,1 @@
+"""Tests that run the real Claude Code CLI with the plugin loaded."""

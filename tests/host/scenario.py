@@ -1,0 +1,149 @@
+"""The scripted "models" of the end-to-end test, and the runner that plays them.
+
+Run as a script (by ``test_claude_code_e2e``), inside ``unshare -n`` when
+possible so loopback is the only network: it brings ``lo`` up, serves the
+fake Messages API on 127.0.0.1, runs ``claude -p`` with the plugin loaded,
+and leaves everything the test asserts on in ``--out``: the request log
+(``requests.jsonl``), the CLI's output and the network interfaces seen.
+
+The replies are stateless: each request is answered from what it carries
+(system prompt, tools, earlier tool results), as the host interleaves the
+main agent's and the workers' requests in any order.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.fake_anthropic import (FakeAnthropic, message, message_text, system_text,  # noqa: E402
+                                        text, tool_results, tool_use)
+
+ENDPOINTS = ["GET /health", "POST /auth", "GET /users"]
+# What each worker finds; POST /auth's worker never runs `brain job update`
+# and only ends with its final message, which SubagentStop must save.
+RESULTS = {"GET /health": "[200 OK] status healthy in 12ms", "GET /users": "[200 OK] 42 users, page 1 of 3"}
+SILENT = {"POST /auth": "[401] POST /auth needs a bearer token"}
+WORKER_MARKER = "You are a brain-jobs worker"  # first words of agents/subtask-worker.md
+STOP_REASON_MARK = "results were not read"
+PROMPT = "Validate the endpoints GET /health, POST /auth and GET /users in parallel."
+
+
+def _calls(body):
+    """``[(tool_use block, result text or None)]`` of the conversation, in order."""
+    results = tool_results(body)
+    out = []
+    for msg in body.get("messages", []):
+        if msg.get("role") == "assistant" and isinstance(msg.get("content"), list):
+            for block in msg["content"]:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    out.append((block, results.get(block.get("id"))))
+    return out
+
+
+def _bash(calls, needle):
+    return [(b, r) for b, r in calls if b["name"] == "Bash" and needle in b["input"].get("command", "")]
+
+
+def _user_text(body) -> str:
+    """Everything the host said to the model (user and injected system entries)."""
+    return "\n".join(message_text(m) for m in body.get("messages", []) if m.get("role") != "assistant")
+
+
+def main_model(body):
+    calls = _calls(body)
+    created = _bash(calls, "brain job create")
+    if not created:
+        subtasks = " ".join(f'--subtask "{e}"' for e in ENDPOINTS)
+        return tool_use("Bash", {"command": f'brain job create --distributed --ttl 300 --prompt "Validate endpoints" {subtasks}',
+                                 "description": "Create the job"})
+    match = re.search(r"job_(\w+)", created[-1][1] or "")
+    if not match:
+        return text(f"create failed: {created[-1][1]}")
+    job_id = match.group(1)
+    dispatched = _bash(calls, "brain job dispatch")
+    if not dispatched:
+        return tool_use("Bash", {"command": f"brain job dispatch {job_id} --json", "description": "Dispatch"})
+    if not [b for b, _ in calls if b["name"] == "Agent"]:
+        try:
+            agent_calls = json.loads(dispatched[-1][1])["agent_calls"]
+        except (TypeError, ValueError, KeyError):
+            return text(f"dispatch failed: {dispatched[-1][1]}")
+        # Launch every call exactly as dispatch printed it, in one message.
+        return message([{"type": "tool_use", "name": "Agent", "input": call} for call in agent_calls])
+    if not _bash(calls, "brain job consolidate"):
+        # This main model "forgets" to consolidate until the plugin's Stop hook
+        # reminds it, so the run proves that hook inside the real host.
+        if STOP_REASON_MARK in _user_text(body):
+            return tool_use("Bash", {"command": f"brain job consolidate {job_id} --json", "description": "Consolidate"})
+        return text("Workers launched; waiting for them.")
+    return text("All three endpoints were checked; results consolidated.")
+
+
+def worker_model(body):
+    said = _user_text(body)
+    for query, final in SILENT.items():
+        if query in said:
+            return text(final)
+    query = next((q for q in RESULTS if q in said), None)
+    report = re.search(r'brain job update [^\n"]*"<result>"', said)
+    if query is None or report is None:
+        return text("cannot find my sub-task in the prompt")
+    if not _calls(body):
+        return tool_use("Bash", {"command": report.group(0).replace("<result>", RESULTS[query]),
+                                 "description": "Report the result"})
+    return text(RESULTS[query])
+
+
+def respond(rec):
+    body = rec.body
+    system = system_text(body)
+    if WORKER_MARKER in system:
+        return worker_model(body)
+    if "Agent" in [t.get("name") for t in body.get("tools") or []] and "cc_is_subagent=true" not in system:
+        return main_model(body)
+    return text("ok")  # side requests of the host (titles, summaries)
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.netns:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
+    (out / "links.txt").write_text(links.stdout)
+    env = json.loads(Path(args.env).read_text())
+    with FakeAnthropic(responder=respond) as api:
+        env["ANTHROPIC_BASE_URL"] = api.url
+        cmd = [args.claude, "-p", PROMPT, "--output-format", "json", "--plugin-dir", args.plugin_dir,
+               *json.loads(args.extra)]
+        try:
+            proc = subprocess.run(cmd, cwd=args.cwd, env=env, capture_output=True, text=True,
+                                  timeout=args.timeout, stdin=subprocess.DEVNULL)
+            rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            rc, stdout, stderr = "timeout", exc.stdout or "", exc.stderr or ""
+            stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+            stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
+        api.dump_requests(str(out / "requests.jsonl"))
+        (out / "responder_errors.txt").write_text("\n".join(repr(e) for e in api.errors))
+    (out / "claude.stdout").write_text(stdout)
+    (out / "claude.stderr").write_text(stderr)
+    (out / "claude.rc").write_text(str(rc))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    for name in ("--claude", "--plugin-dir", "--cwd", "--out", "--env"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--extra", default="[]", help="JSON list of extra claude arguments")
+    parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--netns", action="store_true", help="bring lo up first (inside unshare -n)")
+    sys.exit(run(parser.parse_args()))
