@@ -215,10 +215,12 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     return sub
 
 
-def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None) -> dict:
+def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None,
+                 runner=None) -> dict:
     """Mark every pending sub-task running, each with its own worker identity
     and deadline, and return one background ``Agent`` call per sub-task:
     ``{"job_id", "agent_calls": [{subagent_type, description, prompt, model, run_in_background}]}``.
+    ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
     if timeout is not None:
         timeout = validate.seconds(timeout, "timeout")
@@ -227,7 +229,7 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
         for f in files:
             validate.query(f)
     row, started = _mutate(
-        job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now), db
+        job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now, runner), db
     )
     files = files or row["data"].get("files") or []
     return {

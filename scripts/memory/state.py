@@ -250,8 +250,11 @@ def default_timeout(row, now) -> int:
     return max(1, int((epoch(row["expires_at"]) - now) * 0.8))
 
 
-def dispatch(row, model, timeout, session_id, executor, now) -> list:
-    """Mark every pending sub-task running with a fresh identity and deadline; return them."""
+def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> list:
+    """Mark every pending sub-task running with a fresh identity and deadline; return them.
+
+    ``runner`` (``{"pid", "log"}`` of a headless runner) is recorded in the history event.
+    """
     if row["type"] != DISTRIBUTED:
         raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
     _check_live(row, now, "dispatch")
@@ -274,7 +277,7 @@ def dispatch(row, model, timeout, session_id, executor, now) -> list:
     row["iteration"] += 1
     row["history"].append(
         event(now, "dispatch", executor=executor, model=model, session_id=session_id, timeout=timeout,
-              sub_tasks=[s["sub_task_id"] for s in pending])
+              sub_tasks=[s["sub_task_id"] for s in pending], runner=runner)
     )
     settle(row, now)
     return pending
