@@ -1,0 +1,455 @@
+"""The plugin's hook scripts, run as the host runs them: ``hooks/run NAME`` with a
+payload on stdin (payloads recorded from the real host, tests/host/payloads/),
+against a real SQLite store in a temp dir."""
+
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from scripts.memory import jobs
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS = ROOT / "hooks"
+PAYLOADS = ROOT / "tests" / "host" / "payloads"
+SESSION = "ea2d5779-8ad6-4912-81ae-a97dc86ff0c3"  # the recorded payloads' session
+
+sys.path.insert(0, str(HOOKS))
+pre_tool_use = importlib.import_module("pre_tool_use")
+environment = importlib.import_module("environment")
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    """The plugin data dir, with optional-package preparation switched off."""
+    d = tmp_path / "plugin-data"
+    d.mkdir()
+    none = tmp_path / "requirements-none.txt"
+    none.write_text("")
+    monkeypatch.setenv("CLAUDE_PLUGIN_DATA", str(d))
+    monkeypatch.setenv("CLAUDE_PLUGIN_ROOT", str(ROOT))
+    monkeypatch.setenv("BRAIN_REQUIREMENTS_FILE", str(none))
+    monkeypatch.setenv("BRAIN_HOOK_DEBUG", "1")
+    return d
+
+
+def hook(name, payload, env=None, timeout=30):
+    """Run one hook like the host does; return (parsed stdout or None, CompletedProcess)."""
+    full = dict(os.environ, **(env or {}))
+    raw = payload if isinstance(payload, str) else json.dumps(payload)
+    proc = subprocess.run([str(HOOKS / "run"), name], input=raw, capture_output=True, text=True,
+                          env=full, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return (json.loads(proc.stdout) if proc.stdout.strip() else None), proc
+
+
+def recorded(name, **subs):
+    text = (PAYLOADS / name).read_text()
+    for key, value in subs.items():
+        text = text.replace(f"@{key}@", value)
+    return json.loads(text)
+
+
+def dispatched_job(session=SESSION, queries=("GET /health", "POST /auth", "GET /users")):
+    job_id = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, list(queries))
+    calls = jobs.dispatch_job(job_id, session_id=session)["agent_calls"]
+    return job_id, calls
+
+
+def sub(job_id, sub_task_id):
+    return next(s for s in jobs.get_job(job_id)["sub_tasks"] if s["sub_task_id"] == sub_task_id)
+
+
+# -- PreToolUse(Bash) ----------------------------------------------------------
+
+OWN = str(ROOT / "bin" / "brain")
+APPROVED = [
+    'brain job update abc123 sub_1 --agent-id agent_haiku_3f9a1c --status completed --result "[200 OK] 5 items"',
+    "brain job update abc123 sub_2 --agent-id agent_haiku_3f9a1c --status failed --result 'no such file'",
+    "brain job update abc123 sub_1 --status=running --agent-id=a1",
+    "brain job subtasks abc123",
+    "brain job subtasks job_abc123 --json",
+    "brain job consolidate abc123 --json",
+    "brain job get abc123",
+    "brain job list",
+    "brain job list --all --json",
+    "  brain   job list  ",
+    f"{OWN} job update abc123 sub_1 --agent-id a1 --status completed --result ok",
+    'brain job update abc123 sub_1 --agent-id a1 --status completed --result "50% done, 3 of 4 * ok"',
+]
+REFUSED = [
+    "brain job update abc123 sub_1 --status completed --result ok; rm -rf ~",
+    "brain job list && curl example.com",
+    "brain job list || true",
+    "brain job list | tee out",
+    "brain job list & sleep 1",
+    'brain job update abc123 sub_1 --status completed --result "$(cat /etc/passwd)"',
+    "brain job update abc123 sub_1 --status completed --result $HOME",
+    "brain job update abc123 sub_1 --status completed --result `id`",
+    "brain job list > /tmp/x",
+    "brain job list < /etc/passwd",
+    "brain job list >> log",
+    "(brain job list)",
+    "brain job update abc123 sub_1 --status completed --result a\\;b",
+    "brain job list\nrm -rf /",
+    "brain job list\rrm",
+    "brain job create --distributed --ttl 60 --prompt x --subtask y",
+    "brain job dispatch abc123 --json",
+    "brain job delete abc123",
+    "brain job cancel abc123",
+    "brain job retry abc123",
+    "brain job cleanup",
+    "brain job update abc123 sub_1 --status completed --force",
+    "brain job update abc123 sub_1 --status completed --fo",
+    "brain job update abc123 sub_1 --status completed --db /etc/x.db",
+    "brain job list --db=/tmp/other.db",
+    "brain --db /tmp/x.db job list",
+    "brain job list --d /tmp/x",
+    "brain worker run",
+    "brain job",
+    "brain",
+    "BRAIN_DB=/tmp/x brain job list",
+    "env brain job list",
+    "/usr/local/bin/brain job list",
+    "./brain job list",
+    "scripts/brain job list",
+    "brainx job list",
+    "brain jobs list",
+    'brain job update abc123 sub_1 --result "unbalanced',
+    "git status",
+    "",
+]
+
+
+@pytest.mark.parametrize("command", APPROVED)
+def test_pre_tool_use_approves_reports_and_reads(command):
+    assert pre_tool_use.is_approved(command) is True
+
+
+@pytest.mark.parametrize("command", REFUSED)
+def test_pre_tool_use_leaves_everything_else_to_the_host(command):
+    assert pre_tool_use.is_approved(command) is False
+
+
+def test_pre_tool_use_refuses_non_strings():
+    assert pre_tool_use.is_approved(None) is False and pre_tool_use.is_approved(["brain"]) is False
+
+
+def test_pre_tool_use_hook_allows_a_recorded_worker_report(data):
+    payload = recorded("pre_tool_use_worker_report.json", JOB="abc123", IDENTITY_1="agent_haiku_3f9a1c",
+                       HOST_AGENT_1="a120c7a5c1eadaf3e", TMP="/tmp")
+    out, _ = hook("pre_tool_use", payload)
+    assert out == {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
+                                          "permissionDecisionReason": "brain-jobs: a job report or read"}}
+
+
+def test_pre_tool_use_hook_is_silent_for_other_commands(data):
+    out, proc = hook("pre_tool_use", recorded("pre_tool_use_main_create.json", TMP="/tmp"))
+    assert out is None and proc.stdout == ""
+    payload = recorded("pre_tool_use_worker_report.json", JOB="abc123", IDENTITY_1="a1", HOST_AGENT_1="h1", TMP="/tmp")
+    payload["tool_input"]["command"] += "; echo pwned"
+    assert hook("pre_tool_use", payload)[0] is None
+
+
+# -- PostToolUse(Agent) ----------------------------------------------------------
+
+def test_post_tool_use_links_the_host_agent_id(data):
+    job_id, calls = dispatched_job()
+    payload = recorded("post_tool_use_agent.json", JOB=job_id, IDENTITY_2=sub(job_id, "sub_2")["agent_id"],
+                       HOST_AGENT_2="a4f6a4b9bd0e0a7f7", TMP="/tmp")
+    payload["tool_input"] = calls[1]  # what this core's dispatch printed for sub_2
+    out, _ = hook("post_tool_use", payload)
+    assert out is None
+    jobs.close_stores()
+    assert sub(job_id, "sub_2")["host_agent_id"] == "a4f6a4b9bd0e0a7f7"
+    assert jobs.find_subtask_by_agent("a4f6a4b9bd0e0a7f7") == (job_id, "sub_2")
+    assert sub(job_id, "sub_1").get("host_agent_id") is None
+
+
+def test_post_tool_use_ignores_agents_that_are_not_workers(data):
+    job_id, _ = dispatched_job()
+    payload = recorded("post_tool_use_agent.json", JOB=job_id, IDENTITY_2="x", HOST_AGENT_2="a0000000000000001", TMP="/tmp")
+    payload["tool_input"] = {"description": "explore", "prompt": "Find the config loader", "subagent_type": "Explore"}
+    assert hook("post_tool_use", payload)[0] is None
+    jobs.close_stores()
+    assert all(s.get("host_agent_id") is None for s in jobs.get_job(job_id)["sub_tasks"])
+    assert "Error" not in (data / "hooks.log").read_text() if (data / "hooks.log").exists() else True
+
+
+# -- SubagentStop ------------------------------------------------------------------
+
+def _silent_worker(job_id, host_id, message):
+    payload = recorded("subagent_stop_silent_worker.json", HOST_AGENT_2=host_id, HOST_AGENT_1="h1",
+                       HOST_AGENT_3="h3", TMP="/tmp")
+    payload["last_assistant_message"] = message
+    return payload
+
+
+def test_subagent_stop_records_the_final_message_cut_to_200(data):
+    job_id, _ = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
+    long = "[401] POST /auth needs a bearer token " + "x" * 300
+    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", long))
+    jobs.close_stores()
+    s = sub(job_id, "sub_2")
+    assert s["status"] == "completed" and s["result"] == long[:200]
+    assert jobs.get_job(job_id)["history"][-1] == {**jobs.get_job(job_id)["history"][-1], "event": "report",
+                                                   "agent_id": "a4f6a4b9bd0e0a7f7", "status": "completed"}
+
+
+def test_subagent_stop_fails_a_silent_worker_with_a_reason(data):
+    job_id, _ = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
+    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "  \n "))
+    jobs.close_stores()
+    s = sub(job_id, "sub_2")
+    assert s["status"] == "failed" and "without a report" in s["result"]
+
+
+def test_subagent_stop_leaves_a_reported_sub_task_alone(data):
+    job_id, _ = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
+    jobs.update_subtask_status(job_id, "sub_2", "completed", result="[401] from the worker",
+                               agent_id=sub(job_id, "sub_2")["agent_id"])
+    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "Reported."))
+    jobs.close_stores()
+    assert sub(job_id, "sub_2")["result"] == "[401] from the worker"
+
+
+def test_subagent_stop_finds_an_unlinked_worker_by_its_transcript(data, tmp_path):
+    job_id, calls = dispatched_job()
+    transcript = tmp_path / "agent.jsonl"
+    head = json.loads((PAYLOADS / "worker_transcript_head.jsonl").read_text())
+    head["message"]["content"] = calls[1]["prompt"]
+    transcript.write_text(json.dumps(head) + "\n" + json.dumps({"type": "assistant"}) + "\n")
+    payload = _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "[401] needs a token")
+    payload["agent_transcript_path"] = str(transcript)
+    hook("subagent_stop", payload)
+    jobs.close_stores()
+    assert sub(job_id, "sub_2")["status"] == "completed" and sub(job_id, "sub_2")["result"] == "[401] needs a token"
+
+
+def test_subagent_stop_ignores_other_agents(data, tmp_path):
+    job_id, _ = dispatched_job()
+    payload = _silent_worker(job_id, "a0000000000000009", "some explorer result")
+    payload["agent_transcript_path"] = str(tmp_path / "missing.jsonl")
+    hook("subagent_stop", payload)
+    jobs.close_stores()
+    assert [s["status"] for s in jobs.get_job(job_id)["sub_tasks"]] == ["running"] * 3
+
+
+# -- Stop ------------------------------------------------------------------------------
+
+def _finish(job_id):
+    for s in jobs.get_job(job_id)["sub_tasks"]:
+        jobs.update_subtask_status(job_id, s["sub_task_id"], "completed", result="ok", agent_id=s["agent_id"])
+
+
+def test_stop_blocks_once_for_an_unread_finished_job(data):
+    job_id, _ = dispatched_job()
+    _finish(job_id)
+    out, _ = hook("stop", recorded("stop.json", TMP="/tmp"))
+    assert out["decision"] == "block" and f"brain job consolidate {job_id} --json" in out["reason"]
+    assert hook("stop", recorded("stop_hook_active.json", TMP="/tmp"))[0] is None
+    assert hook("stop", recorded("stop.json", TMP="/tmp"))[0] is None  # once per job and session
+
+
+def test_stop_lets_go_once_the_result_was_read(data):
+    job_id, _ = dispatched_job()
+    _finish(job_id)
+    jobs.consolidate_subtask_results(job_id)
+    jobs.close_stores()
+    assert hook("stop", recorded("stop.json", TMP="/tmp"))[0] is None
+
+
+def test_stop_ignores_running_jobs_and_other_sessions(data):
+    running, _ = dispatched_job()
+    other, _ = dispatched_job(session="another-session")
+    _finish(other)
+    assert hook("stop", recorded("stop_workers_running.json", HOST_AGENT_1="h1", HOST_AGENT_3="h3", TMP="/tmp"))[0] is None
+    assert sub(running, "sub_1")["status"] == "running"
+
+
+# -- SessionStart -----------------------------------------------------------------------
+
+def test_session_start_exports_one_database_and_summarises_active_jobs(data, tmp_path, monkeypatch):
+    monkeypatch.delenv("BRAIN_DB")
+    env_file = tmp_path / "session-env.sh"
+    db = data / "jobs.db"
+    active = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, ["GET /a", "GET /b"], db=str(db))
+    jobs.update_subtask_status(active, "sub_1", "completed", result="ok", db=str(db))
+    plain = jobs.create_job(60, {"prompt": "a normal job"}, db=str(db))
+    done = jobs.create_job_with_subtasks(300, {"prompt": "finished"}, ["GET /c"], db=str(db))
+    jobs.update_subtask_status(done, "sub_1", "completed", result="ok", db=str(db))
+    jobs.close_stores()
+    out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": str(env_file)})
+    exported = env_file.read_text().splitlines()
+    assert f"export BRAIN_DB={db}" in exported
+    python = next(line for line in exported if line.startswith("export BRAIN_PYTHON="))[len("export BRAIN_PYTHON="):]
+    assert os.access(python, os.X_OK)
+    context = out["hookSpecificOutput"]["additionalContext"].splitlines()
+    assert out["hookSpecificOutput"]["hookEventName"] == "SessionStart"
+    assert context[0].startswith("brain-jobs: 2 active job(s)")
+    assert sorted(context[1:]) == sorted([f"- job {active} running 1/2 done: Validate endpoints",
+                                          f"- job {plain} pending: a normal job"])
+    # The Bash tool's `brain` now reads the same store.
+    listed = subprocess.run([str(ROOT / "bin" / "brain"), "job", "list", "--json"], capture_output=True, text=True,
+                            env=dict(os.environ, BRAIN_DB=str(db), BRAIN_PYTHON=python), timeout=30)
+    assert {j["job_id"] for j in json.loads(listed.stdout)} == {active, plain}
+
+
+def test_session_start_sweeps_expired_jobs_and_is_quiet_without_jobs(data, tmp_path, monkeypatch, fake_clock):
+    job_id = jobs.create_job(60, {"prompt": "soon expired"})
+    fake_clock.advance(120)
+    out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"),
+                  env={"CLAUDE_ENV_FILE": str(tmp_path / "env.sh")})
+    assert out is None
+    assert jobs.get_job(job_id)["status"] == "failed"
+
+
+def test_session_start_respects_a_user_database_url(data, tmp_path, monkeypatch):
+    env_file = tmp_path / "env.sh"
+    hook("session_start", recorded("session_start.json", TMP="/tmp"),
+         env={"CLAUDE_ENV_FILE": str(env_file), "BRAIN_DATABASE_URL": "postgresql://nowhere/none"})
+    assert "BRAIN_DB" not in env_file.read_text()
+
+
+def test_ready_hooks_start_fast(data, tmp_path):
+    env = {"CLAUDE_ENV_FILE": str(tmp_path / "env.sh")}
+    payload = json.dumps(recorded("session_start.json", TMP="/tmp"))
+    hook("session_start", payload, env)  # first start: chooses and records the interpreter
+    assert (data / "python").read_text().strip() == json.loads((data / "environment.json").read_text())["python"]
+    timings = {}
+    for name, body in (("session_start", payload),
+                       ("pre_tool_use", json.dumps(recorded("pre_tool_use_worker_report.json", JOB="abc123",
+                                                            IDENTITY_1="a1", HOST_AGENT_1="h1", TMP="/tmp")))):
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            hook(name, body, env)
+            runs.append(time.perf_counter() - started)
+        timings[name] = statistics.median(runs) * 1000
+    print(f"hook wall time, median of 5 (ms): {timings}")
+    assert all(ms < 100 for ms in timings.values()), timings
+
+
+# -- never break the host ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["session_start", "pre_tool_use", "post_tool_use", "subagent_stop", "stop"])
+@pytest.mark.parametrize("payload", ["not json", "[1, 2]", ""])
+def test_hooks_survive_garbage(data, name, payload):
+    out, proc = hook(name, payload, env={"CLAUDE_ENV_FILE": os.devnull})
+    assert out is None and proc.stderr == ""
+    if payload.strip():
+        assert f"{name}: " in (data / "hooks.log").read_text()
+
+
+def test_hooks_survive_a_broken_store(data, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("BRAIN_DB", str(broken))
+    payload = _silent_worker("abc123", "a4f6a4b9bd0e0a7f7", "result")
+    out, proc = hook("subagent_stop", payload)
+    assert out is None and proc.stderr == ""
+    assert "not a usable SQLite database" in (data / "hooks.log").read_text()
+    assert broken.read_bytes() == b"this is not a database" * 100
+
+
+# -- bin/brain ------------------------------------------------------------------------------
+
+def test_bin_brain_runs_the_same_cli_as_scripts_brain(tmp_path):
+    via_bin = subprocess.run([str(ROOT / "bin" / "brain"), "job", "--help"], capture_output=True, text=True, timeout=30)
+    via_scripts = subprocess.run([sys.executable, str(ROOT / "scripts" / "brain"), "job", "--help"],
+                                 capture_output=True, text=True, timeout=30)
+    assert via_bin.returncode == 0 and via_bin.stdout == via_scripts.stdout
+    link = tmp_path / "bin" / "brain"
+    link.parent.mkdir()
+    link.symlink_to(ROOT / "bin" / "brain")
+    created = subprocess.run([str(link), "job", "create", "--ttl", "60", "--prompt", "x"], capture_output=True,
+                             text=True, timeout=30, env=dict(os.environ, BRAIN_PYTHON=str(tmp_path / "gone")))
+    assert created.returncode == 0 and "job_" in created.stdout, created.stderr
+
+
+# -- optional packages ------------------------------------------------------------------------
+
+def _wheel(directory: Path) -> Path:
+    """A minimal pure-Python wheel, so the venv install runs offline."""
+    path = directory / "brainjobs_probe-1.0-py3-none-any.whl"
+    files = {
+        "brainjobs_probe/__init__.py": "VALUE = 42\n",
+        "brainjobs_probe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: brainjobs-probe\nVersion: 1.0\n",
+        "brainjobs_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files["brainjobs_probe-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in files) + \
+        "brainjobs_probe-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+    return path
+
+
+@pytest.fixture
+def probe_requirements(tmp_path, monkeypatch, data):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# import name, requirement\nbrainjobs_probe brainjobs-probe\n")
+    monkeypatch.setenv("BRAIN_REQUIREMENTS_FILE", str(reqs))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index but ours, whatever the machine says
+    return wheels
+
+
+def _prepare(data):
+    return subprocess.run([sys.executable, str(HOOKS / "prepare_env.py"), str(data)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_missing_packages_are_prepared_into_a_venv(data, probe_requirements, monkeypatch, tmp_path):
+    monkeypatch.setenv("BRAIN_PIP_ARGS", f"--no-index --find-links {probe_requirements}")
+    proc = _prepare(data)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = json.loads((data / "environment.json").read_text())
+    venv_python = str(data / "venv" / "bin" / "python")
+    assert state["status"] == "ready" and state["python"] == venv_python
+    assert (data / "python").read_text().strip() == venv_python
+    # Every hook and the Bash tool's brain now run in the venv, which has the extra.
+    env_file = tmp_path / "env.sh"
+    out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": str(env_file)})
+    assert out is None and f"export BRAIN_PYTHON={venv_python}" in env_file.read_text()
+    probe = subprocess.run([venv_python, "-c", "import brainjobs_probe; print(brainjobs_probe.VALUE)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "42"
+
+
+def test_session_start_starts_preparation_in_the_background(data, probe_requirements, monkeypatch, tmp_path):
+    monkeypatch.setenv("BRAIN_PIP_ARGS", f"--no-index --find-links {probe_requirements}")
+    started = time.monotonic()
+    out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": os.devnull})
+    assert time.monotonic() - started < 5  # the venv is built after the hook returned
+    assert "preparing optional Python packages (brainjobs-probe)" in out["systemMessage"]
+    deadline = time.monotonic() + 300
+    while json.loads((data / "environment.json").read_text())["status"] == "preparing":
+        assert time.monotonic() < deadline, (data / "prepare.log").read_text()
+        time.sleep(0.2)
+    assert json.loads((data / "environment.json").read_text())["status"] == "ready", (data / "prepare.log").read_text()
+
+
+def test_failed_preparation_says_what_to_do_once(data, probe_requirements, monkeypatch):
+    monkeypatch.setenv("BRAIN_PIP_ARGS", "--no-index")  # the probe package cannot be found
+    proc = _prepare(data)
+    assert proc.returncode == 1
+    state = json.loads((data / "environment.json").read_text())
+    assert state["status"] == "failed" and not (data / "venv").exists()
+    assert "pip install failed" in state["message"] and "python3 -m pip install --user" in state["message"]
+    first, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": os.devnull})
+    assert first["systemMessage"] == state["message"]
+    again, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": os.devnull})
+    assert again is None  # told once; retried after an hour
