@@ -16,7 +16,7 @@ import secrets
 
 from . import prompts, state, validate
 from .clock import iso, now as _now
-from .errors import InvalidInput, NotFound
+from .errors import BrainError, InvalidInput, NotFound
 from .store import open_store
 
 DEFAULT_RETENTION = 3600
@@ -84,10 +84,11 @@ def _mutate(job_id, change, db=None):
             failure, outcome = exc, None
             if exc.recorded or swept:
                 tx.replace(row)
-        except Exception:
+        except BrainError:
             if not swept:
                 raise
-            # Only the sweep has touched the row: keep it, then report the error.
+            # The rules check before they change anything, so only the sweep
+            # has touched the row: keep it, then report the error.
             tx.replace(row)
             raise
         else:
@@ -223,7 +224,7 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
     if timeout is not None:
-        timeout = validate.seconds(timeout, "timeout")
+        timeout = validate.positive_int(timeout, "timeout (seconds)")
     files = [str(f) for f in files] if files else None
     if files:
         for f in files:
@@ -258,7 +259,7 @@ def retry_subtasks(job_id, sub_task_ids=None, max_attempts=None, db=None) -> lis
     """Put failed sub-tasks back to pending (all failed ones, or those named)."""
     ids = [validate.sub_task_id(s) for s in (sub_task_ids or [])]
     if max_attempts is not None:
-        max_attempts = validate.seconds(max_attempts, "max attempts")
+        max_attempts = validate.positive_int(max_attempts, "max attempts")
     _, retried = _mutate(job_id, lambda row, now: state.retry(row, ids, max_attempts, now), db)
     return retried
 

@@ -132,10 +132,10 @@ def ttl(value) -> int:
     return value
 
 
-def seconds(value, what: str) -> int:
-    """A positive whole number of seconds (timeouts)."""
+def positive_int(value, what: str) -> int:
+    """A whole number of at least 1 (timeouts, attempts)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{what} must be a whole number of seconds, at least 1")
+        raise InvalidInput(f"{what} must be a whole number, at least 1")
     return value
 
 
