@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -113,6 +112,8 @@ def ensure(data: str):
                 return me, None
             write_state(data, **dict(state, notified=True))
             return me, state.get("message")
+    import subprocess  # only here: a ready start should not pay for it
+
     log = open(os.path.join(data, "prepare.log"), "ab")
     try:
         proc = subprocess.Popen([BASE_PYTHON, os.path.join(HERE, "prepare_env.py"), data], stdin=subprocess.DEVNULL,

@@ -14,6 +14,10 @@ from tests.host.claude_cli import claude_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The plugin's files do not depend on the job store backend: one run is enough.
+pytestmark = pytest.mark.sqlite_only
+
+
 
 def frontmatter(path: Path) -> dict:
     text = path.read_text()

@@ -9,6 +9,10 @@ import pytest
 from tests.fakes.fake_anthropic import (FakeAnthropic, error, message, system_text, text,
                                         tool_results, tool_use)
 
+# The fake API has nothing to do with the job store: one run is enough.
+pytestmark = pytest.mark.sqlite_only
+
+
 
 def _post(url, body, timeout=5):
     req = urllib.request.Request(url + "/v1/messages?beta=true", data=json.dumps(body).encode(),

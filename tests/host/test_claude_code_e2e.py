@@ -32,6 +32,10 @@ BUDGET_PER_SUBTASK = 600
 # by the plugin's PreToolUse hook or they are denied.
 ALLOWED_TOOLS = "Bash(brain job create:*),Bash(brain job dispatch:*)"
 
+# The host run keeps its own store in its isolated HOME, whatever the test backend: one run is enough.
+pytestmark = pytest.mark.sqlite_only
+
+
 
 def _netns_available() -> bool:
     try:
@@ -178,8 +182,11 @@ def test_subagent_stop_saved_the_silent_workers_final_message(run, job):
     (query, final), = scenario.SILENT.items()
     sub = next(s for s in job["sub_tasks"] if s["query"] == query)
     reports = [e for e in job["history"] if e["event"] == "report" and e["sub_task_id"] == sub["sub_task_id"]]
-    # Recorded by the hook under the host's id for that worker, never by a Bash report.
-    assert [(e["status"], e["agent_id"]) for e in reports] == [("completed", sub["host_agent_id"])]
+    # Recorded by the hook, never by a Bash report: under the host's id for the
+    # worker when PostToolUse(Agent) had linked it already, else -- the host may
+    # end a worker first -- under its dispatch identity, found from its transcript.
+    assert len(reports) == 1 and reports[0]["status"] == "completed"
+    assert reports[0]["agent_id"] in (sub["host_agent_id"], sub["agent_id"])
     assert f"subagent_stop: recovered {job['job_id']}/{sub['sub_task_id']} from {sub['host_agent_id']} (message)" \
         in run["hooks_log"]
     assert not [line for line in run["hooks_log"].splitlines()
@@ -228,7 +235,7 @@ def context_bytes(run) -> dict:
             "consolidate": consolidate}
 
 
-# Measured with the core's prompts of 2025-11 (``scripts/memory/prompts.py``):
+# Measured with the core's prompts as of this test's writing (``scripts/memory/prompts.py``):
 # dispatch 1039 + Agent inputs 995 + consolidate 517 bytes = 850 per sub-task.
 # The launch prompt repeats the seed's sentence and the whole report command;
 # strict xfail so that the fix in the core turns this into a plain pass.
