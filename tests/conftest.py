@@ -3,10 +3,20 @@
 No test touches the real home directory: ``HOME``, ``BRAIN_DB`` and the
 host's variables are pointed into a temp dir for the test and for every
 subprocess it starts.
+
+One suite, every backend: each test runs once on SQLite and once on
+PostgreSQL (``test_x[sqlite]``, ``test_x[postgres]``), the latter in a
+fresh schema of its own that is dropped afterwards. Tests about the SQLite
+file itself are marked ``sqlite_only`` and run once. Without a reachable
+server the postgres run skips, saying why; with ``CI=true`` it fails.
+``BRAIN_TEST_DATABASE_URL`` names the server (default
+``postgresql://postgres@127.0.0.1:5432/test``); ``BRAIN_TEST_BACKENDS=sqlite``
+limits a local run to one backend.
 """
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +34,90 @@ _HOST_VARS = ("BRAIN_DB", "BRAIN_DATABASE_URL", "BRAIN_CONFIG", "BRAIN_NOW", "CL
               "LC_ALL", "LC_MESSAGES", "LANGUAGE", "BRAIN_DEBUG")
 
 
+PG_URL = os.environ.get("BRAIN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgres")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file itself; it runs once")
 
 
+def pytest_generate_tests(metafunc):
+    """Run every test that has a store (all of them: ``brain_home`` is autouse) on each backend."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    wanted = os.environ.get("BRAIN_TEST_BACKENDS", "sqlite,postgres").split(",")
+    names = [b for b in BACKENDS if b in wanted] or ["sqlite"]
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        names = ["sqlite"]
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+def pytest_report_header(config):
+    reason = _postgres_unreachable()
+    return f"backends: sqlite, postgres ({PG_URL})" if reason is None else f"backends: sqlite (postgres skipped: {reason})"
+
+
+_pg_state = {}
+
+
+def _postgres_unreachable():
+    """None when the test server answers, else why not (checked once per session)."""
+    if "reason" not in _pg_state:
+        try:
+            import psycopg
+
+            with psycopg.connect(PG_URL, connect_timeout=3, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            _pg_state["reason"] = None
+        except ImportError:
+            _pg_state["reason"] = "psycopg is not installed (pip install -e '.[postgres,dev]')"
+        except Exception as exc:  # any failure to reach the server is the reason to skip
+            _pg_state["reason"] = f"cannot reach {PG_URL}: {str(exc).strip().splitlines()[0]}"
+    return _pg_state["reason"]
+
+
+def _pg_admin():
+    """One session-wide connection that drops the tests' schemas."""
+    conn = _pg_state.get("admin")
+    if conn is None or conn.closed or conn.broken:
+        import psycopg
+
+        conn = _pg_state["admin"] = psycopg.connect(PG_URL, autocommit=True, options="-c lock_timeout=5000")
+    return conn
+
+
+def _drop_schema(schema):
+    conn = _pg_admin()
+    # Processes a test left behind (a killed worker's server session) must not block the drop.
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                 "AND pid <> pg_backend_pid()", (f"brain-test-{schema}",))
+    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def backend(request):
+    """``sqlite`` or ``postgres``: the store this run of the test uses."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgres":
+        reason = _postgres_unreachable()
+        if reason is not None:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"PostgreSQL is required in CI and {reason}", pytrace=False)
+            pytest.skip(f"PostgreSQL run skipped: {reason}")
+    return name
+
+
+def postgres_url(schema):
+    """The URL of ``schema`` on the test server; its sessions are named after it."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}schema={schema}&application_name=brain-test-{schema}"
+
+
 @pytest.fixture(autouse=True)
-def brain_home(tmp_path, monkeypatch):
-    """An isolated HOME and a fresh SQLite store for each test; yields the store path."""
+def brain_home(tmp_path, monkeypatch, backend):
+    """An isolated HOME and a fresh store for each test; yields the store:
+    the SQLite path (a ``Path``) or, on the postgres run, the URL of a fresh schema."""
     home = tmp_path / "home"
     home.mkdir()
     for name in _HOST_VARS:
@@ -39,14 +126,21 @@ def brain_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LANG", "C.UTF-8")
     db = tmp_path / "store" / "jobs.db"
     monkeypatch.setenv("BRAIN_DB", str(db))
+    schema = None
+    if backend == "postgres":
+        schema = f"brain_t_{secrets.token_hex(6)}"
+        db = postgres_url(schema)
+        monkeypatch.setenv("BRAIN_DATABASE_URL", db)
     yield db
     jobs.close_stores()
     clock.set_clock(None)
+    if schema is not None:
+        _drop_schema(schema)
 
 
 @pytest.fixture
 def db(brain_home):
-    """The store of this test, as the ``db`` argument of the API takes it."""
+    """The store of this test, as the ``db`` argument of the API takes it: a path or a URL."""
     return str(brain_home)
 
 

@@ -1,0 +1,403 @@
+"""The shared backend: one PostgreSQL ``jobs`` table that any machine can reach.
+
+Same contract as ``sqlite.py`` (see ``store/__init__``), same rows. What
+differs underneath:
+
+- JSON columns are ``jsonb`` and times are ``timestamptz``; both are
+  converted at this boundary, so a row comes back equal to SQLite's, with
+  times in the text form of ``clock.iso``. ``jsonb`` keeps keys in its own
+  order, so ``_ordered`` puts back the order brain-jobs writes them in
+  (the seed's order for sub-tasks, events and the consolidation).
+- ``write()`` is one transaction; ``get`` locks the job row
+  (``SELECT ... FOR UPDATE``) until commit, so writers of one job queue
+  on its row while writers of different jobs run in parallel. Waits are
+  bounded by ``lock_timeout`` / ``statement_timeout`` (``BRAIN_LOCK_TIMEOUT``)
+  and surface as ``StoreBusy``. Housekeeping (``due``, ``purge``) and
+  ``claimable`` skip rows another writer holds (``SKIP LOCKED``) instead
+  of waiting for them.
+- Every commit that changed a row sends ``NOTIFY`` on the schema's
+  channel; ``wait()`` ``LISTEN``s on a second connection, so idle workers
+  and ``brain job watch`` wake without polling.
+- Migrations are numbered, recorded in ``brain_migrations`` and run at open
+  under an advisory lock, so many processes may open a fresh schema at once.
+
+The schema: ``?schema=NAME`` in the URL (removed before it reaches libpq),
+else ``BRAIN_PG_SCHEMA``, else the connection's search_path (``public``).
+psycopg is imported only here, when a PostgreSQL URL is opened.
+"""
+
+import hashlib
+import json
+import os
+import re
+import threading
+from contextlib import contextmanager
+from datetime import timezone
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import InvalidInput, StoreBusy, StoreError
+from . import COLUMNS, JSON_COLUMNS
+
+_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+TIME_COLUMNS = ("created_at", "expires_at")
+
+# Key order brain-jobs writes, restored on read (jsonb sorts keys by length).
+# Keys not listed keep jsonb's order, after these.
+_SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
+             "host_agent_id", "past_agents", "pool", "worker", "lease_until")
+_EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
+               "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts")
+_SUMMARY_KEYS = ("job_id", "total_tasks", "completed", "failed", "pending", "running", "complete", "status",
+                 "results", "consolidated_at")
+_RESULT_KEYS = ("sub_task_id", "query", "status", "result")
+_DATA_KEYS = ("prompt", "files", "skills")
+
+
+def _migration_1(cur):
+    """The seed's ``jobs`` table with ``jsonb`` and ``timestamptz``, plus the expiry index."""
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS jobs (
+            job_id text PRIMARY KEY,
+            created_at timestamptz,
+            ttl integer,
+            expires_at timestamptz,
+            data jsonb,
+            iteration integer,
+            status text,
+            tools_required jsonb,
+            history jsonb,
+            type text DEFAULT 'normal',
+            sub_tasks jsonb DEFAULT '[]',
+            consolidated_result jsonb DEFAULT 'null'
+        )"""
+    )
+    cur.execute("CREATE INDEX IF NOT EXISTS jobs_status_expires ON jobs (status, expires_at)")
+
+
+# Named, ordered, idempotent steps; ``brain_migrations`` records which ran.
+MIGRATIONS = (_migration_1,)
+
+
+def _import_psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            "PostgreSQL support needs psycopg 3, which is not installed: "
+            "pip install 'brain-jobs[postgres]' (or pip install 'psycopg[binary]')"
+        ) from None
+    return psycopg
+
+
+def split_url(url: str):
+    """``(libpq_url, schema or None)``: the ``schema`` parameter is ours, not libpq's."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = None
+    rest = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            rest.append((key, value))
+    schema = schema or os.environ.get("BRAIN_PG_SCHEMA") or None
+    if schema is not None and not _SCHEMA.fullmatch(schema):
+        raise InvalidInput(
+            f"invalid PostgreSQL schema name {schema!r}: use letters, digits and _ (at most 63, not starting with a digit)"
+        )
+    return urlunsplit(parts._replace(query=urlencode(rest))), schema
+
+
+def _where(url: str) -> str:
+    """Where the store is, for messages: never the password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql://{host}{port}{parts.path}"
+
+
+def _iso(value) -> str:
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _ordered(value: dict, keys) -> dict:
+    out = {k: value[k] for k in keys if k in value}
+    out.update((k, v) for k, v in value.items() if k not in out)
+    return out
+
+
+def _decode(values) -> dict:
+    row = dict(zip(COLUMNS, values))
+    for c in TIME_COLUMNS:
+        if row[c] is not None:
+            row[c] = _iso(row[c])
+    if isinstance(row["data"], dict):
+        row["data"] = _ordered(row["data"], _DATA_KEYS)
+    if isinstance(row["sub_tasks"], list):
+        row["sub_tasks"] = [_ordered(s, _SUB_KEYS) if isinstance(s, dict) else s for s in row["sub_tasks"]]
+    if isinstance(row["history"], list):
+        row["history"] = [_ordered(e, _EVENT_KEYS) if isinstance(e, dict) else e for e in row["history"]]
+    summary = row["consolidated_result"]
+    if isinstance(summary, dict):
+        summary = _ordered(summary, _SUMMARY_KEYS)
+        if isinstance(summary.get("results"), list):
+            summary["results"] = [_ordered(r, _RESULT_KEYS) if isinstance(r, dict) else r for r in summary["results"]]
+        row["consolidated_result"] = summary
+    return row
+
+
+def _encode(row: dict) -> tuple:
+    return tuple(
+        json.dumps(row[c], separators=(",", ":"), ensure_ascii=False) if c in JSON_COLUMNS else row[c]
+        for c in COLUMNS
+    )
+
+
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
+_INSERT = "INSERT INTO jobs ({}) VALUES ({})".format(
+    ", ".join(COLUMNS), ", ".join("%s::jsonb" if c in JSON_COLUMNS else "%s" for c in COLUMNS)
+)
+_UPDATE = "UPDATE jobs SET {} WHERE job_id = %s".format(
+    ", ".join(f"{c} = %s::jsonb" if c in JSON_COLUMNS else f"{c} = %s" for c in COLUMNS[1:])
+)
+# A sub-task queued for ``pool`` that is pending, or running on a lease that ran out.
+_CLAIMABLE = """SELECT job_id FROM jobs
+    WHERE status IN ('pending', 'running')
+      AND EXISTS (SELECT 1 FROM jsonb_array_elements(sub_tasks) AS s(v)
+                  WHERE v->>'pool' = %(pool)s
+                    AND (v->>'status' = 'pending'
+                         OR (v->>'status' = 'running' AND (v->>'lease_until')::timestamptz <= %(now)s::timestamptz)))
+    ORDER BY created_at, job_id COLLATE "C"
+    LIMIT %(limit)s FOR UPDATE"""
+
+
+class _Transaction:
+    def __init__(self, conn):
+        self._conn = conn
+        self.changed = []
+
+    def _touch(self, job_id):
+        if job_id not in self.changed:
+            self.changed.append(job_id)
+
+    def get(self, job_id):
+        row = self._conn.execute(_SELECT + " WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def insert(self, row):
+        self._conn.execute(_INSERT, _encode(row))
+        self._touch(row["job_id"])
+
+    def replace(self, row):
+        values = _encode(row)
+        self._conn.execute(_UPDATE, values[1:] + values[:1])
+        self._touch(row["job_id"])
+
+    def delete(self, job_id):
+        deleted = self._conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,)).rowcount > 0
+        if deleted:
+            self._touch(job_id)
+        return deleted
+
+    def due(self, now):
+        rows = self._conn.execute(
+            "SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= %s"
+            " ORDER BY job_id COLLATE \"C\" FOR UPDATE SKIP LOCKED",
+            (now,),
+        )
+        return [r[0] for r in rows]
+
+    def purge(self, cutoff):
+        return self._conn.execute(
+            """DELETE FROM jobs WHERE job_id IN (
+                SELECT job_id FROM jobs
+                WHERE status IN ('completed', 'failed') AND expires_at < %(cutoff)s
+                  AND COALESCE((consolidated_result->>'consolidated_at')::timestamptz, expires_at) < %(cutoff)s
+                FOR UPDATE SKIP LOCKED)""",
+            {"cutoff": cutoff},
+        ).rowcount
+
+    def claimable(self, pool, now, limit=1, wait=False):
+        sql = _CLAIMABLE if wait else _CLAIMABLE + " SKIP LOCKED"
+        return [r[0] for r in self._conn.execute(sql, {"pool": pool, "now": now, "limit": limit})]
+
+
+class PostgresStore:
+    """The storage contract (see ``store/__init__``) on a PostgreSQL database."""
+
+    def __init__(self, url: str, lock_timeout: float = None):
+        self._psycopg = _import_psycopg()
+        self.url, schema = split_url(url)
+        self.where = _where(url)
+        self.lock_timeout = lock_timeout if lock_timeout is not None else float(
+            os.environ.get("BRAIN_LOCK_TIMEOUT", "10")
+        )
+        self._requested_schema = schema
+        self.schema = schema or "public"
+        self._mutex = threading.RLock()
+        self._wait_mutex = threading.Lock()
+        self._conn = None
+        self._listener = None
+        with self._mutex:
+            conn = self._connection()
+            try:
+                self.schema = self._migrate(conn)
+            except self._psycopg.Error as exc:
+                raise self._translate(exc) from None
+        digest = self.schema if len(self.schema) <= 40 else hashlib.sha1(self.schema.encode()).hexdigest()[:16]
+        self.channel = f"brain_jobs_{digest}"
+
+    # -- connections -------------------------------------------------------
+
+    def _connect(self):
+        options = [f"-c lock_timeout={int(self.lock_timeout * 1000)}",
+                   f"-c statement_timeout={int(self.lock_timeout * 3000)}",
+                   "-c TimeZone=UTC"]
+        if self._requested_schema:
+            options.append(f"-c search_path={self._requested_schema}")
+        info = self._psycopg.conninfo.conninfo_to_dict(self.url)
+        if info.get("options"):
+            options.insert(0, info["options"])
+        info["options"] = " ".join(options)
+        info.setdefault("connect_timeout", str(max(1, int(self.lock_timeout))))
+        info.setdefault("application_name", "brain-jobs")
+        try:
+            return self._psycopg.connect(autocommit=True, **info)
+        except self._psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to the job store {self.where} ({_first_line(exc)}): check that the server "
+                "is running and BRAIN_DATABASE_URL (or --database-url)"
+            ) from None
+
+    def _connection(self):
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def _migrate(self, conn) -> str:
+        """Create the schema and run missing migrations; return the schema in use."""
+        schema = self._requested_schema
+        if not self._current(conn, schema):
+            with conn.transaction():
+                key = f"brain-jobs migrate {schema or ''}"
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+                if schema:
+                    conn.execute(self._psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        self._psycopg.sql.Identifier(schema)))
+                if conn.execute("SELECT current_schema()").fetchone()[0] is None:
+                    raise StoreError(
+                        f"the job store {self.where} has no schema to create the jobs table in: "
+                        "name one with ?schema=NAME or BRAIN_PG_SCHEMA"
+                    )
+                conn.execute(
+                    """CREATE TABLE IF NOT EXISTS brain_migrations (
+                        version integer PRIMARY KEY, name text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())"""
+                )
+                done = {r[0] for r in conn.execute("SELECT version FROM brain_migrations")}
+                with conn.cursor() as cur:
+                    for version, step in enumerate(MIGRATIONS, 1):
+                        if version not in done:
+                            step(cur)
+                            cur.execute("INSERT INTO brain_migrations (version, name) VALUES (%s, %s)",
+                                        (version, step.__name__.lstrip("_")))
+        return conn.execute("SELECT current_schema()").fetchone()[0]
+
+    @staticmethod
+    def _current(conn, schema) -> bool:
+        """True when the migrations table exists and records every step (no lock taken)."""
+        if schema and conn.execute("SELECT current_schema()").fetchone()[0] != schema:
+            return False
+        if conn.execute("SELECT to_regclass('brain_migrations')").fetchone()[0] is None:
+            return False
+        return conn.execute("SELECT count(*) FROM brain_migrations").fetchone()[0] >= len(MIGRATIONS)
+
+    def _translate(self, exc) -> Exception:
+        """One place where driver errors become errors that say what to do."""
+        errors = self._psycopg.errors
+        msg = _first_line(exc)
+        if isinstance(exc, (errors.LockNotAvailable, errors.QueryCanceled)):
+            return StoreBusy(
+                f"the job store {self.where} is busy: another writer held a job for more than "
+                f"{self.lock_timeout:g} s; retry, or raise BRAIN_LOCK_TIMEOUT"
+            )
+        if isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure)):
+            return StoreBusy(f"the job store {self.where} detected a conflict with another writer ({msg}); retry")
+        if isinstance(exc, (errors.UntranslatableCharacter, errors.CharacterNotInRepertoire)):
+            return InvalidInput(f"PostgreSQL cannot store this text ({msg}): remove NUL characters (\\u0000)")
+        if isinstance(exc, errors.UndefinedTable):
+            return StoreError(
+                f"the jobs table is missing from {self.where} (schema {self.schema}); was it dropped? "
+                "open the store again to recreate it"
+            )
+        if isinstance(exc, errors.InsufficientPrivilege):
+            return StoreError(f"no permission on the job store {self.where} ({msg}); grant the user access to the schema")
+        if isinstance(exc, self._psycopg.OperationalError):
+            return StoreError(f"lost the connection to the job store {self.where} ({msg}); retry")
+        return StoreError(f"job store error on {self.where}: {msg}")
+
+    # -- the contract --------------------------------------------------------
+
+    def read(self, job_id):
+        with self._mutex:
+            try:
+                row = self._connection().execute(_SELECT + " WHERE job_id = %s", (job_id,)).fetchone()
+            except self._psycopg.Error as exc:
+                raise self._translate(exc) from None
+        return _decode(row) if row else None
+
+    def read_all(self, active_only=False):
+        where = " WHERE status IN ('pending', 'running')" if active_only else ""
+        with self._mutex:
+            try:
+                rows = self._connection().execute(
+                    _SELECT + where + ' ORDER BY created_at DESC, job_id COLLATE "C"').fetchall()
+            except self._psycopg.Error as exc:
+                raise self._translate(exc) from None
+        return [_decode(r) for r in rows]
+
+    @contextmanager
+    def write(self):
+        with self._mutex:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    tx = _Transaction(conn)
+                    yield tx
+                    if tx.changed:
+                        # Delivered at commit, to every LISTENing session (see ``wait``).
+                        payload = ",".join(tx.changed) if len(tx.changed) <= 100 else "*"
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+            except self._psycopg.Error as exc:
+                raise self._translate(exc) from None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until another writer commits (``NOTIFY``) or ``timeout`` passes."""
+        with self._wait_mutex:
+            try:
+                if self._listener is None or self._listener.closed or self._listener.broken:
+                    self._listener = self._connect()
+                    self._listener.execute(self._psycopg.sql.SQL("LISTEN {}").format(
+                        self._psycopg.sql.Identifier(self.channel)))
+                    return True  # a fresh listener may have missed a commit: look now
+                woke = any(True for _ in self._listener.notifies(timeout=max(0.0, timeout), stop_after=1))
+                if woke:  # drain what is already queued: one look serves them all
+                    for _ in self._listener.notifies(timeout=0):
+                        pass
+                return woke
+            except self._psycopg.Error as exc:
+                raise self._translate(exc) from None
+
+    def close(self):
+        for conn in (self._conn, self._listener):
+            if conn is not None:
+                conn.close()
+        self._conn = self._listener = None
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
