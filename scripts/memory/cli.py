@@ -6,7 +6,6 @@ transition, refused report, store busy or broken), 2 usage or invalid input.
 Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the traceback.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -27,11 +26,17 @@ environment: BRAIN_DB (SQLite file), BRAIN_DATABASE_URL (PostgreSQL), BRAIN_LOCK
              BRAIN_RETENTION, NO_COLOR"""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit code 2."""
+def _argparse():
+    """argparse and our parser class, imported only off the report path (see ``_fast_args``)."""
+    import argparse
 
-    def error(self, message):
-        raise InvalidInput(f"{message} (see {self.prog} --help)")
+    class _Parser(argparse.ArgumentParser):
+        """argparse that reports a usage error as one line and exit code 2."""
+
+        def error(self, message):
+            raise InvalidInput(f"{message} (see {self.prog} --help)")
+
+    return argparse, _Parser
 
 
 def _emit_json(value) -> None:
@@ -197,12 +202,15 @@ def cmd_cancel(a):
 # -- the parser -------------------------------------------------------------
 
 def _positive_int(text):
+    import argparse
+
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    argparse, _Parser = _argparse()
     common = _Parser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
                         help="SQLite file or postgresql:// URL (env: BRAIN_DB, BRAIN_DATABASE_URL)")
@@ -283,11 +291,79 @@ def build_parser() -> argparse.ArgumentParser:
     return root
 
 
+# -- the report path ----------------------------------------------------------
+# A worker starts one process per report (`brain job update`) and per progress
+# read (`brain job subtasks`); importing argparse and building the parser above
+# costs ~7 ms of each. Their plain form is parsed here instead. Anything else --
+# help, an abbreviation, `=`, a value starting with "-", an option before the
+# positionals, a repeated, unknown or missing one -- goes to argparse, so every
+# error and exit code stays argparse's own.
+
+_FAST = {  # command: (positionals, options with a value, flags, required option)
+    "update": (("job", "sub"), ("--status", "--result", "--agent-id", "--db"), ("--json", "--force"), "--status"),
+    "subtasks": (("job",), ("--db",), ("--json",), None),
+}
+
+
+class _FastArgs:
+    """What argparse returns for the same command line."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+
+def _fast_args(argv):
+    """The arguments of a plain ``[--db P] job [--db P] update|subtasks POS... [OPTIONS]``, or None."""
+    rest = list(argv)
+    given = set()
+    values = {"db": None}
+
+    def take_db():
+        if rest[:1] == ["--db"] and len(rest) > 1 and not rest[1].startswith("-") and "--db" not in given:
+            values["db"] = rest[1]
+            given.add("--db")
+            del rest[:2]
+
+    take_db()
+    if rest[:1] != ["job"]:
+        return None
+    del rest[0]
+    take_db()
+    spec = _FAST.get(rest[0]) if rest else None
+    if spec is None:
+        return None
+    positionals, valued, flags, required = spec
+    values.update(area="job", command=rest[0], func=cmd_update if rest[0] == "update" else cmd_subtasks)
+    rest = rest[1:]
+    if len(rest) < len(positionals) or any(v.startswith("-") for v in rest[: len(positionals)]):
+        return None
+    values.update(zip(positionals, rest))
+    del rest[: len(positionals)]
+    values.update((opt[2:].replace("-", "_"), None) for opt in valued if opt != "--db")
+    values.update((opt[2:], False) for opt in flags)
+    while rest:
+        opt = rest.pop(0)
+        if opt in given:
+            return None
+        given.add(opt)
+        if opt in flags:
+            values[opt[2:]] = True
+        elif opt in valued and rest and not rest[0].startswith("-"):
+            values[opt[2:].replace("-", "_")] = rest.pop(0)
+        else:
+            return None
+    if required and required not in given:
+        return None
+    return _FastArgs(values)
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
-        args.db = getattr(args, "db", None)  # --db may stand before or after the command
+        args = _fast_args(argv)
+        if args is None:
+            args = build_parser().parse_args(argv)
+            args.db = getattr(args, "db", None)  # --db may stand before or after the command
         args.func(args)
         return 0
     except BrainError as exc:
