@@ -23,7 +23,7 @@ EPILOG = """examples:
 
 exit codes: 0 success, 1 operational error, 2 usage or invalid input
 environment: BRAIN_DB (SQLite file), BRAIN_DATABASE_URL (PostgreSQL), BRAIN_LOCK_TIMEOUT,
-             BRAIN_RETENTION, NO_COLOR"""
+             BRAIN_RETENTION, NO_COLOR, BRAIN_CONFIG (settings file, default ~/.brain/config.yaml)"""
 
 
 def _argparse():
@@ -91,13 +91,15 @@ def cmd_update(a):
 
 
 def cmd_dispatch(a):
-    if a.executor != "host":
-        from . import executors
+    from . import config
 
-        executors.dispatch(a)
+    settings = config.resolve({"executor": a.executor, "model": a.model, "concurrency": a.concurrency,
+                               "base_url": a.base_url})
+    if settings["executor"] != "host":
+        _dispatch_headless(a, settings)
         return
     out = jobs.dispatch_job(
-        a.job, model=a.model, files=a.file, timeout=a.timeout,
+        a.job, model=settings["model"], files=a.file, timeout=a.timeout,
         session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"), db=a.db,
     )
     if a.json:
@@ -107,6 +109,32 @@ def cmd_dispatch(a):
     print(f"Job {out['job_id']}: launch these {len(calls)} Agent calls in ONE message, in the background:")
     for call in calls:
         print(json.dumps(call, separators=(",", ":"), ensure_ascii=False))
+
+
+def _dispatch_headless(a, settings):
+    from . import runner
+
+    out = runner.launch(a.job, settings["executor"], settings=settings, model=settings["model"], files=a.file,
+                        timeout=a.timeout, allow_shell=a.allow_shell, db=a.db)
+    if a.json:
+        _emit_json(out)
+        return
+    print(f"job_{out['job_id']}: {len(out['sub_tasks'])} sub-tasks running with the {out['executor']} executor "
+          f"(runner pid {out['pid']})")
+    print(f"log: {out['log']}")
+    _hint(f"next: brain job watch {out['job_id']}")
+
+
+def cmd_watch(a):
+    from . import watch
+
+    if watch.watch(a.job, sys.stdout, db=a.db, as_json=a.json):
+        job = jobs.validate.job_id(a.job)
+        raise _WatchFailed(f"job {job}: some sub-tasks failed (brain job consolidate {job} shows why)")
+
+
+class _WatchFailed(BrainError):
+    """Some sub-tasks failed (the watch output shows which)."""
 
 
 def cmd_consolidate(a):
@@ -253,11 +281,22 @@ def build_parser():
 
     p = command("dispatch", cmd_dispatch, "start one background worker per pending sub-task", reads)
     p.add_argument("job")
-    p.add_argument("--model", default="haiku", help="haiku, sonnet or opus (default: haiku)")
+    p.add_argument("--model", help="haiku, sonnet or opus (default: haiku; env: BRAIN_MODEL)")
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to search (repeatable)")
     p.add_argument("--timeout", type=_positive_int, metavar="SECONDS",
                    help="deadline per sub-task (default: 4/5 of the remaining TTL, never beyond it)")
-    p.add_argument("--executor", default="host", help="who runs the sub-tasks (default: host, the Claude Code Agent tool)")
+    p.add_argument("--executor", choices=("host", "anthropic", "claude", "http", "grep", "shell"),
+                   help="who runs the sub-tasks: host (default: the Claude Code Agent tool) or a headless "
+                        "runner in the background; see docs/executors.md (env: BRAIN_EXECUTOR)")
+    p.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="headless: sub-tasks run at once (default: 4; env: BRAIN_CONCURRENCY)")
+    p.add_argument("--base-url", metavar="URL", help="http executor: where METHOD /path goes (env: BRAIN_BASE_URL)")
+    p.add_argument("--allow-shell", action="store_true",
+                   help="shell executor: allow running each sub-task query as a shell command")
+
+    p = command("watch", cmd_watch, "follow a job live until every sub-task has finished "
+                "(exit 0 all completed, 1 some failed, 130 Ctrl-C)", reads)
+    p.add_argument("job")
 
     p = command("consolidate", cmd_consolidate, "one summary of every result (works at any moment)", reads)
     p.add_argument("job")

@@ -1,0 +1,232 @@
+"""``anthropic``: one small agent per sub-task, on the Messages API.
+
+The model gets the seed's instruction ("Search {query} in {files}. Return
+ONLY the result (max 200 chars).") and three read-only tools confined to
+the job's working directory: ``read_file``, ``grep`` and ``list_dir``. A
+path outside that directory, including one reached through a symlink, is
+refused with a tool error. The loop is bounded: ``max_turns`` model turns,
+``max_tokens`` output tokens per turn and ``max_total_tokens`` per
+sub-task. The SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``
+and retries 429 and 5xx responses with exponential backoff (honouring
+``retry-after``) up to ``api_retries`` times; a request that still fails
+fails only its own sub-task.
+
+The SDK is imported when the first sub-task runs, inside the background
+runner: importing it costs over a second.
+"""
+
+import importlib.util
+import os
+import re
+import threading
+
+from .. import prompts
+from ..config import model_id
+from .base import Executor as _Base, Failed, unavailable
+
+MAX_READ = 16_000
+MAX_GREP_LINES = 60
+MAX_LIST = 200
+
+SYSTEM = (
+    "You are a search worker of brain-jobs, running without a person. The working directory is "
+    "{workdir}; the tools read_file, grep and list_dir see only that directory (paths relative to it). "
+    "Look things up with the tools, then answer with ONLY the result: at most 200 characters, no preamble."
+)
+TOOLS = [
+    {"name": "read_file", "description": "Read a text file (up to 16 kB from the offset).",
+     "input_schema": {"type": "object", "properties": {
+         "path": {"type": "string", "description": "file path, relative to the working directory"},
+         "offset": {"type": "integer", "description": "byte offset to start from (default 0)"}},
+         "required": ["path"]}},
+    {"name": "grep", "description": "Search a regular expression in a file or, recursively, a directory; "
+                                    "returns file:line: text for the first 60 matching lines.",
+     "input_schema": {"type": "object", "properties": {
+         "pattern": {"type": "string"},
+         "path": {"type": "string", "description": "file or directory (default: the working directory)"}},
+         "required": ["pattern"]}},
+    {"name": "list_dir", "description": "List a directory (directories end with /).",
+     "input_schema": {"type": "object", "properties": {
+         "path": {"type": "string", "description": "directory (default: the working directory)"}}}},
+]
+
+
+class ToolRefused(Exception):
+    """A tool call the worker may not make; its message goes back to the model."""
+
+
+class Tools:
+    """The read-only tools, confined to ``root`` (symlinks are resolved before the check)."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+
+    def resolve(self, path) -> str:
+        path = path or "."
+        if not isinstance(path, str) or "\x00" in path:
+            raise ToolRefused("invalid path")
+        real = os.path.realpath(os.path.join(self.root, path))
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise ToolRefused(f"refused: {path} is outside the working directory")
+        return real
+
+    def show(self, real) -> str:
+        return os.path.relpath(real, self.root)
+
+    def call(self, name, args) -> str:
+        if not isinstance(args, dict):
+            raise ToolRefused("tool input must be an object")
+        if name == "read_file":
+            return self.read_file(args.get("path"), args.get("offset") or 0)
+        if name == "grep":
+            return self.grep(args.get("pattern"), args.get("path"))
+        if name == "list_dir":
+            return self.list_dir(args.get("path"))
+        raise ToolRefused(f"unknown tool {name}: use read_file, grep or list_dir")
+
+    def read_file(self, path, offset=0) -> str:
+        real = self.resolve(path)
+        if not os.path.isfile(real):
+            raise ToolRefused(f"not a file: {path}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ToolRefused("offset must be a whole number of bytes")
+        with open(real, "rb") as f:
+            f.seek(offset)
+            data = f.read(MAX_READ + 1)
+        text = data[:MAX_READ].decode("utf-8", "replace")
+        return text + (f"\n[cut at {MAX_READ} bytes; read on with offset {offset + MAX_READ}]" if len(data) > MAX_READ else "")
+
+    def grep(self, pattern, path=None) -> str:
+        if not isinstance(pattern, str) or not pattern:
+            raise ToolRefused("grep needs a pattern")
+        try:
+            regex = re.compile(pattern)
+        except re.error:
+            regex = re.compile(re.escape(pattern))
+        start = self.resolve(path)
+        hits = []
+        for real in self._files(start):
+            try:
+                with open(real, encoding="utf-8", errors="replace") as f:
+                    for lineno, line in enumerate(f, 1):
+                        if regex.search(line):
+                            hits.append(f"{self.show(real)}:{lineno}: {line.rstrip()[:200]}")
+                            if len(hits) >= MAX_GREP_LINES:
+                                return "\n".join(hits) + "\n[more matches not shown]"
+            except OSError:
+                continue
+        return "\n".join(hits) or "no matches"
+
+    def _files(self, start):
+        if os.path.isfile(start):
+            yield start
+            return
+        for dirpath, dirs, names in os.walk(start):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                try:
+                    yield self.resolve(os.path.join(dirpath, name))  # a symlink out is skipped
+                except ToolRefused:
+                    continue
+
+    def list_dir(self, path=None) -> str:
+        real = self.resolve(path)
+        if not os.path.isdir(real):
+            raise ToolRefused(f"not a directory: {path}")
+        entries = sorted(os.listdir(real))
+        shown = [e + "/" if os.path.isdir(os.path.join(real, e)) else e for e in entries[:MAX_LIST]]
+        more = f"\n[{len(entries) - MAX_LIST} more]" if len(entries) > MAX_LIST else ""
+        return ("\n".join(shown) or "(empty)") + more
+
+
+def _block(block) -> dict:
+    """A response content block as request content (only what the API needs back)."""
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    return block.model_dump(exclude_none=True)
+
+
+class Executor(_Base):
+    name = "anthropic"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._client = None
+        self._lock = threading.Lock()
+
+    def check(self):
+        if importlib.util.find_spec("anthropic") is None:
+            raise unavailable("the anthropic executor needs the anthropic package: pip install anthropic")
+        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+            raise unavailable("the anthropic executor needs an API key: set ANTHROPIC_API_KEY "
+                              "(or use --executor grep/http, which need none)")
+
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                import anthropic  # here only: over a second to import
+
+                s = self.ctx.settings
+                self._client = anthropic.Anthropic(max_retries=s.get("api_retries", 4),
+                                                   timeout=s.get("api_timeout", 60.0))
+            return self._client
+
+    def run(self, query: str, task=None) -> str:
+        import anthropic
+
+        s = self.ctx.settings
+        tools = Tools(self.ctx.workdir)
+        files = [self.ctx.relative(f) for f in self.ctx.files]
+        messages = [{"role": "user", "content": prompts.instruction(query, files)}]
+        system = SYSTEM.format(workdir=self.ctx.workdir)
+        budget = s.get("max_total_tokens", 60_000)
+        used = 0
+        for _turn in range(s.get("max_turns", 6)):
+            try:
+                resp = self.client().messages.create(
+                    model=model_id(s, self.ctx.model), max_tokens=s.get("max_tokens", 1024),
+                    system=system, tools=TOOLS, messages=messages,
+                    timeout=self.ctx.time_left(s.get("api_timeout", 60.0)),
+                )
+            except anthropic.APIStatusError as exc:
+                raise Failed(f"API error {exc.status_code}: {_message(exc)}") from None
+            except anthropic.APITimeoutError:
+                raise Failed("API request timed out") from None
+            except anthropic.APIConnectionError as exc:
+                raise Failed(f"cannot reach the API: {exc}") from None
+            used += resp.usage.input_tokens + resp.usage.output_tokens
+            calls = [b for b in resp.content if b.type == "tool_use"]
+            if resp.stop_reason != "tool_use" or not calls:
+                answer = " ".join(" ".join(b.text for b in resp.content if b.type == "text").split())
+                if not answer:
+                    raise Failed(f"empty answer (stop reason {resp.stop_reason})")
+                return answer
+            if used >= budget:
+                raise Failed(f"token budget spent ({used} of {budget}) before an answer")
+            messages.append({"role": "assistant", "content": [_block(b) for b in resp.content]})
+            results = []
+            for call in calls:
+                try:
+                    out, is_error = tools.call(call.name, call.input), False
+                except ToolRefused as exc:
+                    out, is_error = str(exc), True
+                except OSError as exc:
+                    out, is_error = f"error: {exc.strerror or exc}", True
+                results.append({"type": "tool_result", "tool_use_id": call.id, "content": out, "is_error": is_error})
+            messages.append({"role": "user", "content": results})
+        raise Failed(f"no answer after {s.get('max_turns', 6)} turns")
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+
+
+def _message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(exc)

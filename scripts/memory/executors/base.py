@@ -1,0 +1,82 @@
+"""What every executor shares: its context, its contract and its failure."""
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import BrainError
+
+
+class Failed(Exception):
+    """The sub-task failed; the message (at most 200 characters are kept) is its result."""
+
+
+@dataclass
+class Context:
+    """Everything an executor may use, fixed at dispatch.
+
+    ``workdir`` is the job's working directory (absolute): file-reading
+    executors stay inside it. ``files`` are absolute paths. ``deadline`` is
+    the sub-tasks' deadline in epoch seconds (None: no deadline), so no
+    executor waits past the moment its report would be refused.
+    """
+
+    job_id: str
+    workdir: str
+    files: list = field(default_factory=list)
+    model: str = "haiku"
+    settings: dict = field(default_factory=dict)
+    deadline: Optional[float] = None
+    db: Optional[str] = None
+    allow_shell: bool = False
+
+    def time_left(self, cap: float) -> float:
+        """``cap`` seconds, or fewer when the deadline is nearer (at least 1)."""
+        if self.deadline is None:
+            return cap
+        return max(1.0, min(cap, self.deadline - time.time()))
+
+    def relative(self, path: str) -> str:
+        """``path`` as shown in results: relative to the working directory when inside it."""
+        rel = os.path.relpath(path, self.workdir)
+        return path if rel.startswith("..") else rel
+
+
+class Executor:
+    """One way of running a sub-task query. Subclasses set ``name`` and implement ``run``."""
+
+    name = ""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def check(self) -> None:
+        """Raise a ``BrainError`` saying what is missing when this executor cannot run here.
+
+        Called in the dispatching process, before any sub-task is marked
+        running, so a misconfigured dispatch changes nothing.
+        """
+
+    def run(self, query: str, task=None) -> str:
+        """Run one query; return its result text or raise ``Failed``. Called from worker threads.
+
+        ``task`` is the sub-task being run (``sub_task_id``, ``agent_id``, ``query``).
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what ``run`` opened (clients, connections)."""
+
+
+def first_line(text: str) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def unavailable(message: str) -> BrainError:
+    from ..errors import OperationalError
+
+    return OperationalError(message)

@@ -1,0 +1,48 @@
+"""``shell``: run the query as a shell command, only when the user opts in.
+
+It executes text, so dispatch refuses it unless ``--allow-shell`` is given
+on that very command line (never from a config file or the environment).
+The command runs in the job's working directory, in its own process
+group, with stdin closed. The result is ``exit 0: <first line of output>``;
+a non-zero exit or the timeout (``shell_timeout``, default 30 s) fails the
+sub-task, and the whole process group is killed on timeout.
+"""
+
+import os
+import signal
+import subprocess
+
+from ..errors import InvalidInput
+from .base import Executor as _Base, Failed, first_line
+
+
+class Executor(_Base):
+    name = "shell"
+
+    def check(self):
+        if not self.ctx.allow_shell:
+            raise InvalidInput("the shell executor runs each sub-task query as a shell command: "
+                               "add --allow-shell to this dispatch to opt in")
+
+    def run(self, query: str, task=None) -> str:
+        if not self.ctx.allow_shell:  # the runner re-checks: the opt-in travels with the order
+            raise Failed("shell executor not allowed (dispatch without --allow-shell)")
+        timeout = self.ctx.time_left(self.ctx.settings.get("shell_timeout", 30.0))
+        proc = subprocess.Popen(
+            query, shell=True, cwd=self.ctx.workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            raise Failed(f"timed out after {timeout:g}s") from None
+        line = first_line(out.decode("utf-8", "replace"))
+        text = f"exit {proc.returncode}" + (f": {line}" if line else "")
+        if proc.returncode != 0:
+            raise Failed(text)
+        return text

@@ -1,0 +1,234 @@
+"""The headless runner: runs a job's dispatched sub-tasks in the background.
+
+``launch`` runs in ``brain job dispatch --executor NAME``. It checks that the
+executor can run here (before anything changes), starts the runner as a
+detached process (its own session and process group, stdin a pipe, output
+to a log file under ``runners/`` next to the store), dispatches the job
+through the ordinary API with the runner's pid and log in the history
+event, sends the runner its work order on stdin and returns.
+
+The runner (``python -m scripts.memory.runner``) runs the sub-tasks in
+threads, at most ``concurrency`` at once, and reports each one through
+``jobs.update_subtask_status`` with the identity dispatch gave it, like
+any worker. A sub-task that raises fails alone. If the runner dies, its
+sub-tasks are simply never reported and time out at their deadline.
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from . import executors, jobs, render, validate
+from .clock import epoch, now_iso
+from .errors import BrainError, OperationalError
+from .paths import default_target
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def log_dir(db=None) -> str:
+    """``runners/`` beside the SQLite file, or under ``~/.brain`` for a database URL."""
+    target = db or default_target()
+    if "://" in target:
+        base = os.path.join(os.path.expanduser("~"), ".brain")
+    else:
+        base = os.path.dirname(os.path.abspath(target))
+    return os.path.join(base, "runners")
+
+
+def _open_log(job_id, db):
+    directory = log_dir(db)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"job_{job_id}-{secrets.token_hex(3)}.log")
+    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def _context(job_id, executor, model, settings, files, workdir, allow_shell, db):
+    """The executor's view of a work order (file paths made absolute)."""
+    absolute = [os.path.normpath(os.path.join(workdir, os.path.expanduser(f))) for f in files]
+    return executors.Context(job_id=job_id, workdir=workdir, files=absolute, model=model, settings=settings,
+                             db=db, allow_shell=allow_shell)
+
+
+_DETACHED = []
+
+
+def _reap() -> None:
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+
+
+def _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db):
+    """Check everything that can be checked before the job changes; return the work order's base."""
+    job_id = validate.job_id(job_id)
+    target = db or default_target()
+    workdir = os.path.realpath(workdir or os.getcwd())
+    row = jobs.get_job(job_id, db=target)
+    files = list(files or row["data"].get("files") or [])
+    ctx = _context(job_id, executor, model, settings, files, workdir, allow_shell, target)
+    executors.create(executor, ctx).check()
+    return {"job_id": job_id, "executor": executor, "model": model, "settings": settings, "files": files,
+            "workdir": workdir, "allow_shell": allow_shell, "db": target}
+
+
+def _dispatch(order, timeout, runner=None) -> dict:
+    """Dispatch the job and complete ``order`` with the started sub-tasks and their identities."""
+    jobs.dispatch_job(order["job_id"], model=order["model"], files=order["files"] or None, timeout=timeout,
+                      executor=order["executor"], db=order["db"], runner=runner)
+    row = jobs.get_job(order["job_id"], db=order["db"])
+    # The sub-tasks this dispatch started: those its history event names, as they stand now.
+    event = next(e for e in reversed(row["history"]) if e["event"] == "dispatch" and e.get("runner") == runner)
+    by_id = {s["sub_task_id"]: s for s in row["sub_tasks"]}
+    order["tasks"] = [{k: by_id[sub][k] for k in ("sub_task_id", "agent_id", "query", "deadline")}
+                      for sub in event["sub_tasks"]]
+    return order
+
+
+def launch(job_id, executor, *, settings, model="haiku", files=None, timeout=None, allow_shell=False,
+           workdir=None, db=None) -> dict:
+    """Dispatch ``job_id`` to a detached runner of ``executor``; return at once.
+
+    Returns ``{"job_id", "executor", "pid", "log", "sub_tasks": [ids]}``.
+    ``files`` default to the job's ``data.files``; relative paths are taken
+    from ``workdir`` (default: the current directory), which is also the
+    only directory file-reading executors may read. Nothing changes when
+    the executor cannot run here (``Executor.check``).
+    """
+    _reap()
+    order = _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
+    log_path, log_fd = _open_log(order["job_id"], order["db"])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.memory.runner"], stdin=subprocess.PIPE, stdout=log_fd,
+            stderr=subprocess.STDOUT, cwd=order["workdir"], env=env, start_new_session=True, close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+    try:
+        _dispatch(order, timeout, runner={"pid": proc.pid, "log": log_path})
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    try:
+        proc.stdin.write(json.dumps(order).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        for task in order["tasks"]:
+            _report(order, task, "failed", f"runner did not start; see {log_path}")
+        raise OperationalError(f"the runner exited before it got its work; see {log_path}") from None
+    # Detached on purpose: nobody waits for it here. Keep a handle so a long-lived
+    # caller reaps it later (see _reap) instead of leaving a zombie.
+    _DETACHED.append(proc)
+    return {"job_id": order["job_id"], "executor": executor, "pid": proc.pid, "log": log_path,
+            "sub_tasks": [t["sub_task_id"] for t in order["tasks"]]}
+
+
+def run_here(job_id, executor, *, settings, model="haiku", files=None, timeout=None, allow_shell=False,
+             workdir=None, db=None) -> int:
+    """Like ``launch``, but run the sub-tasks in this process and return the number that failed."""
+    order = _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
+    return run(_dispatch(order, timeout, runner={"pid": os.getpid(), "foreground": True}))
+
+
+# -- the runner process -------------------------------------------------------
+
+_log_lock = threading.Lock()
+
+
+def log(message) -> None:
+    with _log_lock:
+        sys.stdout.write(f"{now_iso()} {render.printable(message)}\n")
+        sys.stdout.flush()
+
+
+def _still_ours(order, task) -> bool:
+    """False when the sub-task was cancelled, timed out, retried or reported meanwhile."""
+    try:
+        row = jobs.get_job(order["job_id"], db=order["db"])
+    except BrainError as exc:
+        log(f"{task['sub_task_id']}: skipped: {exc}")
+        return False
+    for sub in row["sub_tasks"]:
+        if sub["sub_task_id"] == task["sub_task_id"]:
+            if sub["status"] == "running" and sub["agent_id"] == task["agent_id"]:
+                return True
+            log(f"{task['sub_task_id']}: skipped: it is {sub['status']} (no longer this runner's)")
+    return False
+
+
+def _attempt(executor, order, task):
+    if not _still_ours(order, task):
+        return None
+    try:
+        return "completed", executor.run(task["query"], task)
+    except executors.Failed as exc:
+        return "failed", str(exc) or "failed"
+    except Exception as exc:  # one sub-task's bug must not take the others down
+        log(f"{task['sub_task_id']}: {''.join(traceback.format_exception_only(type(exc), exc)).strip()}")
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _report(order, task, status, result) -> bool:
+    try:
+        jobs.update_subtask_status(order["job_id"], task["sub_task_id"], status, result,
+                                   agent_id=task["agent_id"], db=order["db"])
+    except BrainError as exc:
+        log(f"{task['sub_task_id']}: report not stored: {exc}")
+        return False
+    log(f"{task['sub_task_id']} {status}: {validate.result(result)}")
+    return True
+
+
+def run(order) -> int:
+    """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
+    tasks = order["tasks"]
+    settings = order["settings"]
+    ctx = _context(order["job_id"], order["executor"], order["model"], settings, order["files"],
+                   order["workdir"], order["allow_shell"], order["db"])
+    deadlines = [epoch(t["deadline"]) for t in tasks if t.get("deadline")]
+    ctx.deadline = min(deadlines) if deadlines else None
+    workers = max(1, min(int(settings.get("concurrency", 4)), len(tasks)))
+    log(f"runner {os.getpid()}: job {order['job_id']}, executor {order['executor']}, "
+        f"{len(tasks)} sub-tasks, concurrency {workers}")
+    try:
+        executor = executors.create(order["executor"], ctx)
+    except Exception as exc:
+        for task in tasks:
+            _report(order, task, "failed", f"executor {order['executor']} unavailable: {exc}")
+        return len(tasks)
+    failed = 0
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
+            futures = {pool.submit(_attempt, executor, order, task): task for task in tasks}
+            # Reports are made here, one at a time, as results arrive.
+            for future in as_completed(futures):
+                outcome = future.result()
+                if outcome is not None:
+                    failed += outcome[0] == "failed"
+                    _report(order, futures[future], *outcome)
+    finally:
+        executor.close()
+    log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")
+    return failed
+
+
+def main() -> int:
+    raw = sys.stdin.read()
+    if not raw.strip():
+        log("no work order: the dispatching process ended before sending it; nothing to do "
+            "(the sub-tasks time out at their deadline)")
+        return 1
+    run(json.loads(raw))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``brain job watch``: live progress of a job until every sub-task has finished.
+
+On a terminal: each finished sub-task as a line (glyph, id, result) above
+a progress bar with counts, redrawn in place. Otherwise (a pipe, a file, a
+log): one line per change and a last summary line. With ``--json``: one
+JSON object per change, then the consolidation.
+
+Exit codes (``cli`` maps them): 0 every sub-task completed; 1 at least
+one failed (failed, timed out, cancelled or expired), or an operational
+error; 2 usage; 130 interrupted with Ctrl-C before the end.
+
+Reading the job applies deadlines and expiry, so a watched job whose
+runner died still ends, at its deadline. All waiting happens in
+``wait_for_change``: a backend that can notify (PostgreSQL LISTEN/NOTIFY)
+can replace that one function.
+"""
+
+import json
+import time
+
+from . import clock, jobs, render
+from .validate import FINAL
+
+POLL_FIRST = 0.05   # seconds: first re-read after a change (runners report in bursts)
+POLL_MAX = 0.5      # seconds: the longest pause between two reads
+BAR_WIDTH = 24
+
+
+def fingerprint(row) -> tuple:
+    return tuple((s["sub_task_id"], s["status"], s["agent_id"], s["result"]) for s in row["sub_tasks"]) + (row["status"],)
+
+
+def wait_for_change(job_id, previous, db=None, max_wait=5.0):
+    """Return the job's row once its fingerprint differs from ``previous``, or after ``max_wait`` seconds.
+
+    Polls the store, backing off from POLL_FIRST to POLL_MAX. The one
+    place ``watch`` waits.
+    """
+    end = time.monotonic() + max_wait
+    pause = POLL_FIRST
+    while True:
+        row = jobs.get_job(job_id, db=db)
+        left = end - time.monotonic()
+        if fingerprint(row) != previous or left <= 0:
+            return row
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, POLL_MAX)
+
+
+def finished(row) -> bool:
+    return row["status"] in FINAL or all(s["status"] in FINAL for s in row["sub_tasks"])
+
+
+def exit_code(row) -> int:
+    return 1 if row["status"] == "failed" or any(s["status"] == "failed" for s in row["sub_tasks"]) else 0
+
+
+class _Lines:
+    """One line per change: for pipes, files and logs."""
+
+    def __init__(self, stream, colour):
+        self.stream, self.colour = stream, colour
+
+    def glyph(self, status):
+        g = render.GLYPHS[status]
+        return f"\x1b[{render._COLOURS[status]}m{g}\x1b[0m" if self.colour else g
+
+    def sub_line(self, sub):
+        detail = sub["result"] if sub["status"] in FINAL else sub["agent_id"] if sub["status"] == "running" else ""
+        text = f"{self.glyph(sub['status'])} {sub['sub_task_id']} {sub['status']}"
+        return text + (f": {render.printable(detail)}" if detail else "")
+
+    def start(self, row):
+        c = jobs.state.counts(row)
+        self.write(f"job {row['job_id']}: {len(row['sub_tasks'])} sub-tasks "
+                   f"({c['completed']} completed, {c['failed']} failed, {c['running']} running, {c['pending']} pending)")
+        for sub in row["sub_tasks"]:
+            if sub["status"] in FINAL:
+                self.write(self.sub_line(sub))
+
+    def change(self, row, subs):
+        for sub in subs:
+            self.write(self.sub_line(sub))
+
+    def end(self, row):
+        c = jobs.state.counts(row)
+        self.write(f"job {row['job_id']} {row['status']}: {c['completed']} completed, {c['failed']} failed")
+
+    def interrupted(self):
+        pass
+
+    def write(self, text):
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class _Bar(_Lines):
+    """A progress bar redrawn in place, finished sub-tasks printed above it."""
+
+    def bar(self, row):
+        c = jobs.state.counts(row)
+        total = len(row["sub_tasks"]) or 1
+        done = c["completed"] + c["failed"]
+        filled = round(BAR_WIDTH * done / total)
+        return (f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {done}/{total}  "
+                f"{self.glyph('completed')} {c['completed']}  {self.glyph('failed')} {c['failed']}  "
+                f"{self.glyph('running')} {c['running']}  {self.glyph('pending')} {c['pending']}")
+
+    def draw(self, row):
+        self.stream.write("\r\x1b[K" + self.bar(row))
+        self.stream.flush()
+
+    def start(self, row):
+        self.stream.write(f"job {row['job_id']}: {render.printable((row['data'] or {}).get('prompt', ''))[:60]}\n")
+        for sub in row["sub_tasks"]:
+            if sub["status"] in FINAL:
+                self.stream.write(self.sub_line(sub) + "\n")
+        self.draw(row)
+
+    def change(self, row, subs):
+        lines = [self.sub_line(s) for s in subs if s["status"] in FINAL]
+        if lines:
+            self.stream.write("\r\x1b[K" + "\n".join(lines) + "\n")
+        self.draw(row)
+
+    def end(self, row):
+        self.draw(row)
+        self.stream.write("\n")
+        super().end(row)
+
+    def interrupted(self):
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+class _Json(_Lines):
+    def start(self, row):
+        for sub in row["sub_tasks"]:
+            self.emit(sub)
+
+    def change(self, row, subs):
+        for sub in subs:
+            self.emit(sub)
+
+    def emit(self, sub):
+        self.write(json.dumps({k: sub[k] for k in ("sub_task_id", "status", "agent_id", "result")},
+                              ensure_ascii=False, separators=(",", ":")))
+
+    def end(self, row):
+        summary = row["consolidated_result"] or jobs.state.summary(row, clock.now())
+        self.write(json.dumps(summary, ensure_ascii=False, separators=(",", ":")))
+
+
+def watch(job_id, stream, db=None, tty=None, as_json=False) -> int:
+    """Follow ``job_id`` until every sub-task is final; return the exit code (0 or 1).
+
+    ``tty`` chooses the bar (default: whether ``stream`` is a terminal).
+    KeyboardInterrupt propagates after the display is left tidy.
+    """
+    if tty is None:
+        tty = hasattr(stream, "isatty") and stream.isatty()
+    colour = render.use_colour(stream)
+    view = _Json(stream, False) if as_json else _Bar(stream, colour) if tty else _Lines(stream, colour)
+    row = jobs.get_job(job_id, db=db)
+    view.start(row)
+    try:
+        while not finished(row):
+            before = {s["sub_task_id"]: (s["status"], s["result"]) for s in row["sub_tasks"]}
+            row = wait_for_change(job_id, fingerprint(row), db=db)
+            changed = [s for s in row["sub_tasks"] if before.get(s["sub_task_id"]) != (s["status"], s["result"])]
+            if changed:
+                view.change(row, changed)
+    except KeyboardInterrupt:
+        view.interrupted()
+        raise
+    view.end(row)
+    return exit_code(row)

@@ -1,0 +1,266 @@
+"""The grep, shell, http and claude executors, each against the real thing.
+
+Tests that touch no store are ``sqlite_only`` (they would run twice for nothing).
+
+http runs against a real server on loopback; claude against a stand-in
+``claude`` script on PATH that records its arguments; shell runs real
+commands; grep reads real files. Every wait is bounded.
+"""
+
+import json
+import os
+import stat
+import sys
+import time
+
+import pytest
+
+from scripts.memory import config, executors, jobs, runner
+from scripts.memory.executors import Context, Failed
+from scripts.memory.errors import InvalidInput
+from tests.test_runner_support import LocalHTTP, cli, finished, wait_until
+
+
+def make(name, tmp_path, files=(), allow_shell=False, **settings):
+    ctx = Context(job_id="abc123", workdir=str(tmp_path), files=[str(tmp_path / f) for f in files],
+                  settings=config.resolve(settings), allow_shell=allow_shell)
+    return executors.create(name, ctx)
+
+
+# -- grep --------------------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("import os\n\ndef users():\n    return 'users'\n")
+    (tmp_path / "src" / "db.py").write_text("# users table\nUSERS = []\n")
+    (tmp_path / "src" / "blob.bin").write_bytes(b"users\x00\x01\x02")
+    (tmp_path / "src" / ".hidden").write_text("users users\n")
+    (tmp_path / "README").write_text("nothing here\n")
+    return tmp_path
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_grep_counts_matches_and_names_the_first_file_line(tree):
+    grep = make("grep", tree, files=["src"])
+    assert grep.run("users") == "3 matches in 2 files, first: src/app.py:3"
+    assert grep.run("USERS") == "1 match in 1 file, first: src/db.py:2"
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_grep_reports_no_matches_as_an_answer(tree):
+    assert make("grep", tree, files=["src", "README"]).run("orders") == "no matches in 3 files"
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_grep_fails_on_a_missing_file_and_needs_files(tree):
+    with pytest.raises(Failed, match="no such file: nope.txt"):
+        make("grep", tree, files=["nope.txt"]).run("users")
+    with pytest.raises(InvalidInput, match="--file"):
+        make("grep", tree).check()
+
+
+def test_grep_uses_the_jobs_data_files_through_the_cli(tree, brain, db):
+    job = brain.ok("job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--file", "src",
+                   "--subtask", "users", "--subtask", "import os", "--subtask", "orders").strip()[4:]
+    proc = cli("job", "dispatch", job, "--executor", "grep", "--json", cwd=tree)
+    assert proc.returncode == 0, proc.stderr
+    row = wait_until(lambda: finished(job, db), what="grep runner")
+    assert [s["result"] for s in row["sub_tasks"]] == [
+        "3 matches in 2 files, first: src/app.py:3", "1 match in 1 file, first: src/app.py:1", "no matches in 2 files"]
+    assert all(s["agent_id"].startswith("agent_grep_") for s in row["sub_tasks"])
+
+
+# -- shell -------------------------------------------------------------------------
+
+def test_shell_needs_the_explicit_opt_in(brain, db, tmp_path):
+    marker = tmp_path / "ran"
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, [f"touch {marker}"], db=db)
+    before = jobs.get_job(job, db=db)
+    proc = cli("job", "dispatch", job, "--executor", "shell", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--allow-shell" in proc.stderr
+    assert jobs.get_job(job, db=db)["sub_tasks"] == before["sub_tasks"]  # nothing was dispatched
+    time.sleep(0.2)
+    assert not marker.exists()
+    # Neither the environment nor a config file can opt in for the user.
+    (tmp_path / "c.yaml").write_text("executor: shell\n")
+    proc = cli("job", "dispatch", job, cwd=tmp_path,
+               env={"BRAIN_CONFIG": str(tmp_path / "c.yaml"), "BRAIN_ALLOW_SHELL": "1"})
+    assert proc.returncode == 2 and "--allow-shell" in proc.stderr
+    assert not marker.exists()
+
+
+def test_shell_with_opt_in_reports_exit_status_and_first_line(brain, db, tmp_path):
+    job = jobs.create_job_with_subtasks(
+        60, {"prompt": "p"}, ["echo; echo hello; echo more", "echo oops >&2; exit 3", "pwd"], db=db)
+    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = wait_until(lambda: finished(job, db), what="shell runner")
+    subs = row["sub_tasks"]
+    assert (subs[0]["status"], subs[0]["result"]) == ("completed", "exit 0: hello")
+    assert (subs[1]["status"], subs[1]["result"]) == ("failed", "exit 3: oops")
+    assert subs[2]["result"] == f"exit 0: {os.path.realpath(tmp_path)}"  # runs in the job's directory
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_shell_timeout_kills_the_command(tmp_path):
+    shell = make("shell", tmp_path, allow_shell=True, shell_timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(Failed, match="timed out after 0.5s"):
+        shell.run("sleep 5 & sleep 5; echo late")
+    assert time.monotonic() - start < 3
+
+
+# -- http --------------------------------------------------------------------------
+
+@pytest.fixture
+def away():
+    try:
+        server = LocalHTTP(host="127.0.0.2")  # another host on loopback
+    except OSError:
+        server = LocalHTTP()  # no 127.0.0.2 here: another port is another origin too
+    with server:
+        yield server
+
+
+@pytest.fixture
+def api(away):
+    with LocalHTTP(away_url=away.url) as server:
+        yield server
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_http_results_read_like_the_seed(api, tmp_path):
+    http = make("http", tmp_path, base_url=api.url)
+    assert http.run("GET /api/users") == "[200 OK] 5 items"
+    assert http.run("GET /api/posts") == "[200 OK] 3 items (data)"
+    assert http.run("get /health") == "[200 OK] keys: status"
+    assert http.run("GET /text") == "[200 OK] hello there"
+    assert http.run("POST /auth") == "[201 Created] keys: token"
+    assert http.run("GET /redirect-same") == "[200 OK] 5 items"  # same origin: followed
+    with pytest.raises(Failed, match=r"^\[404 Not Found\] keys: error$"):
+        http.run("GET /nope")
+    with pytest.raises(Failed, match=r"^\[500 Internal Server Error\]"):
+        http.run("GET /boom")
+    with pytest.raises(Failed, match="expected 'METHOD /path'"):
+        http.run("Buscar endpoints")
+    assert ("POST", "/auth") in api.hits
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_http_refuses_a_redirect_to_another_host(api, away, tmp_path):
+    with pytest.raises(Failed, match=r"\[302 Found\] redirect to another host refused: http://127\.0\.0\.\d+:\d+/stolen"):
+        make("http", tmp_path, base_url=api.url).run("GET /redirect-away")
+    assert away.hits == []
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_http_per_request_timeout_and_unreachable_server(api, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(Failed, match="timed out after 0.3s"):
+        make("http", tmp_path, base_url=api.url, request_timeout=0.3).run("GET /slow")
+    assert time.monotonic() - start < 2
+    with LocalHTTP() as dead:
+        url = dead.url
+    with pytest.raises(Failed, match="cannot reach"):
+        make("http", tmp_path, base_url=url).run("GET /health")
+
+
+def test_http_needs_a_base_url(brain, db):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["GET /health"], db=db)
+    proc = brain("job", "dispatch", job, "--executor", "http")
+    assert proc.returncode == 2 and "--base-url" in proc.stderr
+    assert jobs.get_job(job, db=db)["sub_tasks"][0]["status"] == "pending"
+
+
+def test_http_end_to_end_from_a_plain_terminal(api, brain, db):
+    """The issue's 'done when': dispatch returns at once, watch sees the end, consolidate has every result."""
+    job = brain.ok("job", "create", "--distributed", "--ttl", "300", "--prompt", "Validate endpoints",
+                   "--subtask", "GET /health", "--subtask", "POST /auth", "--subtask", "GET /api/users",
+                   "--subtask", "GET /boom").strip()[4:]
+    start = time.monotonic()
+    out = brain.ok("job", "dispatch", job, "--executor", "http", "--base-url", api.url)
+    assert time.monotonic() - start < 5
+    assert f"job_{job}: 4 sub-tasks running with the http executor" in out and "log: " in out
+    watch = brain("job", "watch", job, timeout=30)
+    assert watch.returncode == 1  # GET /boom failed, alone
+    summary = brain.json("job", "consolidate", job)
+    assert (summary["completed"], summary["failed"]) == (3, 1)
+    assert [r["result"] for r in summary["results"]] == [
+        "[200 OK] keys: status", "[201 Created] keys: token", "[200 OK] 5 items", "[500 Internal Server Error] keys: error"]
+
+
+# -- claude --------------------------------------------------------------------------
+
+STAND_IN = """#!{python}
+import json, os, sys
+with open(os.environ["CLAUDE_RECORD"], "a") as f:
+    f.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "db": os.environ.get("BRAIN_DATABASE_URL") or os.environ.get("BRAIN_DB")}}) + "\\n")
+prompt = sys.argv[sys.argv.index("-p") + 1]
+if "broken" in prompt:
+    print("API Error: overloaded", file=sys.stderr)
+    sys.exit(1)
+print("Found 42 users in db.py")
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    script = bindir / "claude"
+    script.write_text(STAND_IN.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    record = tmp_path / "claude-calls.jsonl"
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "CLAUDE_RECORD": str(record)}, record
+
+
+def test_claude_runs_claude_p_per_subtask_with_the_worker_instructions(stand_in, brain, db, tmp_path):
+    env, record = stand_in
+    job = brain.ok("job", "create", "--distributed", "--ttl", "300", "--prompt", "p", "--file", "db.py",
+                   "--subtask", "users", "--subtask", "broken thing").strip()[4:]
+    proc = cli("job", "dispatch", job, "--executor", "claude", "--model", "sonnet", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = wait_until(lambda: finished(job, db), what="claude runner")
+    ok, bad = row["sub_tasks"]
+    assert (ok["status"], ok["result"]) == ("completed", "Found 42 users in db.py")
+    assert (bad["status"], bad["result"]) == ("failed", "claude exited 1: API Error: overloaded")
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(calls) == 2
+    (call,) = [c for c in calls if "Search users" in c["argv"][c["argv"].index("-p") + 1]]
+    argv = call["argv"]
+    prompt = argv[argv.index("-p") + 1]
+    assert prompt.startswith("Search users in db.py. Return ONLY the result (max 200 chars).\nReport: ")
+    assert f"brain job update {job} sub_1 --agent-id {ok['agent_id']} --status completed" in prompt
+    assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"
+    assert "200 characters" in argv[argv.index("--append-system-prompt") + 1]
+    assert argv[argv.index("--allowedTools") + 1] == "Read Grep Glob Bash(brain job update:*)"
+    assert call["cwd"] == os.path.realpath(tmp_path) and call["db"] == db
+
+
+def test_claude_missing_from_path_is_a_clear_error(brain, db, tmp_path):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["users"], db=db)
+    proc = brain("job", "dispatch", job, "--executor", "claude", env={"PATH": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "`claude` is not on PATH" in proc.stderr and "npm install -g @anthropic-ai/claude-code" in proc.stderr
+    assert jobs.get_job(job, db=db)["sub_tasks"][0]["status"] == "pending"
+
+
+def test_a_worker_that_reports_itself_keeps_its_report(stand_in, db, tmp_path, monkeypatch):
+    """When `claude -p` reports through brain job update, the runner does not overwrite it."""
+    env, _ = stand_in
+    script = tmp_path / "fakebin" / "claude"
+    script.write_text(f"""#!{sys.executable}
+import re, subprocess, sys
+prompt = sys.argv[sys.argv.index("-p") + 1]
+job, sub, agent = re.search(r"brain job update (\\w+) (sub_\\d+) --agent-id (\\S+)", prompt).groups()
+subprocess.run([{sys.executable!r}, {str(runner.ROOT / 'scripts' / 'brain')!r}, "job", "update", job, sub,
+                "--agent-id", agent, "--status", "completed", "--result", "reported by the worker"], check=True)
+print("a longer final message")
+""")
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["users"], db=db)
+    monkeypatch.setenv("PATH", env["PATH"])
+    failed = runner.run_here(job, "claude", settings=config.resolve(), workdir=str(tmp_path), db=db)
+    assert failed == 0
+    assert jobs.get_job(job, db=db)["sub_tasks"][0]["result"] == "reported by the worker"
