@@ -311,3 +311,14 @@ def cleanup_jobs(db=None) -> dict:
                 tx.replace(row)
                 timed_out += 1
     return {"expired": counts["expired"], "timed_out": timed_out, "purged": counts["purged"]}
+
+
+def wait_for_commit(timeout, db=None) -> bool:
+    """Block until a write is committed to the store, or ``timeout`` seconds pass.
+
+    Returns True when woken by a commit (PostgreSQL: ``LISTEN``/``NOTIFY``;
+    SQLite: its data version, looked at every few tens of milliseconds).
+    It may wake early, and the first call returns True at once (that is when
+    listening starts), so callers look, wait, and look again.
+    """
+    return _store(db).wait(timeout)

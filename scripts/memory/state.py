@@ -270,6 +270,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
     deadline = iso(min(now + timeout, epoch(row["expires_at"])))
     prefix = f"agent_{model}" if executor == "host" else f"agent_{executor}"
     for sub in pending:
+        _leave_pool(sub)
         sub["status"] = "running"
         sub["agent_id"] = f"{prefix}_{secrets.token_hex(3)}"
         sub["deadline"] = deadline
@@ -313,6 +314,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
         past = sub.setdefault("past_agents", [])
         past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
         sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
+        _leave_pool(sub)
         sub["attempt"] += 1
     row["iteration"] += 1
     ids = [s["sub_task_id"] for s in targets]
@@ -370,3 +372,136 @@ def mark_read(row, now) -> None:
     """Note that the final consolidation was read (once per completion)."""
     if unread(row):
         row["history"].append(event(now, "consolidate_read"))
+
+
+# -- the worker pool ----------------------------------------------------------
+#
+# ``brain job dispatch JOB --pool`` queues pending sub-tasks for the workers
+# of one executor (``sub["pool"]``); ``brain worker`` processes claim them one
+# at a time. A claim gives the sub-task a fresh identity, a deadline and a
+# lease (``lease_until``) that the worker extends while it works. A sub-task
+# running on a lease that ran out is claimed again under a new identity; the
+# old identity joins ``past_agents``, so the lost worker's late report is
+# refused as superseded. After MAX_CLAIMS lost workers it fails instead.
+# Releasing (a worker shutting down) puts it back to pending, still queued.
+
+MAX_CLAIMS = 3
+_POOL_KEYS = ("pool", "timeout", "worker", "lease_until")
+
+
+def _leave_pool(sub) -> None:
+    for key in _POOL_KEYS:
+        sub.pop(key, None)
+
+
+def _supersede(sub) -> None:
+    past = sub.setdefault("past_agents", [])
+    past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
+
+
+def queue(row, pool, model, timeout, order, now) -> list:
+    """Queue every pending sub-task for the workers of ``pool``; return them.
+
+    ``order`` (what the workers need besides the query: files, allow_shell)
+    is recorded in the history event that workers read back.
+    """
+    if row["type"] != DISTRIBUTED:
+        raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
+    _check_live(row, now, "dispatch")
+    if model not in MODELS:
+        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+    pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
+    if not pending:
+        raise InvalidTransition(
+            f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
+            f"{row['job_id']} (failed ones can be retried with brain job retry)"
+        )
+    for sub in pending:
+        _leave_pool(sub)
+        sub["pool"] = pool
+        if timeout:
+            sub["timeout"] = timeout
+        sub["updated_at"] = iso(now)
+    row["iteration"] += 1
+    row["history"].append(event(now, "queue", executor=pool, model=model, timeout=timeout,
+                                sub_tasks=[s["sub_task_id"] for s in pending], **(order or {})))
+    settle(row, now)
+    return pending
+
+
+def queue_order(row) -> dict:
+    """The last ``queue`` event of the job: what its workers need besides the query."""
+    for ev in reversed(row["history"]):
+        if ev["event"] == "queue":
+            return ev
+    return {}
+
+
+def claimable(sub, pool, now) -> bool:
+    """Queued for ``pool`` and pending, or running on a lease that ran out."""
+    if sub.get("pool") != pool:
+        return False
+    if sub["status"] == "pending":
+        return True
+    lease = sub.get("lease_until")
+    return sub["status"] == "running" and lease is not None and lease <= iso(now)
+
+
+def claim(row, pool, worker, lease, now):
+    """Give the first claimable sub-task of ``pool`` to ``worker`` for ``lease`` seconds; None if none.
+
+    Lost workers' sub-tasks come back here: each is either claimed again or,
+    after MAX_CLAIMS lost workers, failed. Both are written in the history.
+    """
+    if is_expired(row, now):
+        return None
+    stamp = iso(now)
+    for sub in row["sub_tasks"]:
+        if not claimable(sub, pool, now):
+            continue
+        if sub["status"] == "running":
+            lost = sub["agent_id"]
+            row["history"].append(event(now, "lease_expired", sub_task_id=sub["sub_task_id"], agent_id=lost,
+                                        worker=sub.get("worker"), reason=f"no lease renewal since {sub['lease_until']}"))
+            _supersede(sub)
+            if sub["attempt"] >= MAX_CLAIMS:
+                _finish(sub, "failed", f"abandoned: {sub['attempt']} workers stopped while running it", now)
+                sub["lease_until"] = None
+                row["history"].append(event(now, "abandoned", sub_task_id=sub["sub_task_id"], status="failed"))
+                continue
+            sub["attempt"] += 1
+        timeout = sub.get("timeout") or default_timeout(row, now)
+        sub.update(status="running", agent_id=f"agent_{pool}_{secrets.token_hex(3)}", worker=worker,
+                   lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
+                   updated_at=stamp)
+        row["history"].append(event(now, "claim", sub_task_id=sub["sub_task_id"], agent_id=sub["agent_id"],
+                                    worker=worker))
+        settle(row, now)
+        return sub
+    settle(row, now)
+    return None
+
+
+def renew(row, leases, lease, now) -> list:
+    """Extend the leases ``{sub_task_id: agent_id}`` still held; return the ids no longer held."""
+    lost = []
+    until = iso(now + lease)
+    for sub_task_id, agent_id in leases.items():
+        sub = find_subtask(row, sub_task_id)
+        if sub["status"] == "running" and sub["agent_id"] == agent_id and sub.get("pool"):
+            sub["lease_until"] = until
+        else:
+            lost.append(sub_task_id)
+    return lost
+
+
+def release(row, sub_task_id, agent_id, reason, now) -> dict:
+    """A worker gives a claimed sub-task back: pending again, still queued, its identity retired."""
+    sub = find_subtask(row, sub_task_id)
+    if sub["status"] != "running" or sub["agent_id"] != agent_id or not sub.get("pool"):
+        raise Refusal(f"{agent_id} does not hold {sub_task_id} any more (it is {sub['status']}); nothing to release")
+    _supersede(sub)
+    sub.update(status="pending", agent_id=None, deadline=None, lease_until=None, worker=None, updated_at=iso(now))
+    row["history"].append(event(now, "release", sub_task_id=sub_task_id, agent_id=agent_id, reason=reason))
+    settle(row, now)
+    return sub

@@ -22,7 +22,18 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
         other writer, in this process or another, on this machine or
         another. It commits when the block exits normally and rolls back
         when it raises. Waiting for it is bounded: past the lock timeout
-        it raises ``StoreBusy``.
+        it raises ``StoreBusy``. (SQLite: one writer at a time, under the
+        file lock. PostgreSQL: ``get`` locks the job's row until commit,
+        so writers of one job take turns and writers of different jobs
+        run side by side; ``due``, ``purge`` and ``claimable`` skip rows
+        another writer holds rather than wait for them.)
+    ``wait(timeout) -> bool``
+        Block until another connection commits a write, or ``timeout``
+        seconds pass (False). It may wake early; the first call returns
+        True at once, when it starts listening, so callers look, wait,
+        look again. One thread at a time. (PostgreSQL: ``LISTEN``/
+        ``NOTIFY``, sent by every commit that changed a row. SQLite: a
+        second connection polls ``PRAGMA data_version``.)
     ``close()``
 
 ``Transaction``
@@ -34,6 +45,13 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
     ``purge(cutoff) -> int``           delete finished jobs whose ``expires_at`` and
                                        ``consolidated_result.consolidated_at`` (when the
                                        job finished) are both before ``cutoff``
+    ``claimable(pool, now, limit, wait=False) -> [job_id]``
+                                       the worker pool's one query (see ``pool``):
+                                       unfinished jobs, oldest first, with a sub-task
+                                       whose ``pool`` is ``pool`` and that is pending,
+                                       or running with ``lease_until <= now``; each
+                                       returned row is locked like ``get``. Rows held by
+                                       another writer are skipped unless ``wait``.
 
 Driver errors are translated at this boundary into ``StoreError`` /
 ``StoreBusy`` with a message that says what to do.

@@ -44,9 +44,10 @@ TIME_COLUMNS = ("created_at", "expires_at")
 # Key order brain-jobs writes, restored on read (jsonb sorts keys by length).
 # Keys not listed keep jsonb's order, after these.
 _SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
-             "host_agent_id", "past_agents", "pool", "worker", "lease_until")
+             "host_agent_id", "past_agents", "pool", "timeout", "worker", "lease_until")
 _EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
-               "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts")
+               "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts", "runner",
+               "files", "allow_shell")
 _SUMMARY_KEYS = ("job_id", "total_tasks", "completed", "failed", "pending", "running", "complete", "status",
                  "results", "consolidated_at")
 _RESULT_KEYS = ("sub_task_id", "query", "status", "result")

@@ -15,11 +15,14 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 
 from ..errors import StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
 from .lock import WriteLock
+
+WAIT_INTERVAL = 0.05  # seconds between two looks of ``wait`` (SQLite cannot notify)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -118,6 +121,21 @@ class _Transaction:
             " AND COALESCE(json_extract(consolidated_result, '$.consolidated_at'), expires_at) < ?",
             (cutoff, cutoff),
         ).rowcount
+
+
+    def claimable(self, pool, now, limit=1, wait=False):
+        # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
+        rows = self._conn.execute(
+            """SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND EXISTS (
+                   SELECT 1 FROM json_each(jobs.sub_tasks) AS s
+                   WHERE json_extract(s.value, '$.pool') = ?
+                     AND (json_extract(s.value, '$.status') = 'pending'
+                          OR (json_extract(s.value, '$.status') = 'running'
+                              AND json_extract(s.value, '$.lease_until') <= ?)))
+               ORDER BY created_at, job_id LIMIT ?""",
+            (pool, now, limit),
+        )
+        return [r[0] for r in rows]
 
 
 class SQLiteStore:
@@ -236,6 +254,39 @@ class SQLiteStore:
         except sqlite3.Error:
             pass  # the transaction is already gone (SQLite rolls back on some errors itself)
 
+    _watcher = None
+    _seen = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until another connection commits or ``timeout`` passes.
+
+        SQLite cannot notify: a second connection looks at ``PRAGMA
+        data_version`` (which changes when any other connection commits)
+        every ``WAIT_INTERVAL`` seconds, reading no data.
+        """
+        with self.__dict__.setdefault("_wait_lock", threading.Lock()):
+            try:
+                if self._watcher is None:
+                    self._watcher = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None,
+                                                    check_same_thread=False)
+                    self._seen = self._watcher.execute("PRAGMA data_version").fetchone()[0]
+                    return True  # a fresh watcher may have missed a commit: look now
+                deadline = time.monotonic() + max(0.0, timeout)
+                while True:
+                    version = self._watcher.execute("PRAGMA data_version").fetchone()[0]
+                    if version != self._seen:
+                        self._seen = version
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    time.sleep(min(WAIT_INTERVAL, left))
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+
     def close(self):
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         self._conn.close()
         self._lock.close()
