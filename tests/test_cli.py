@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conftest import BRAIN
+from conftest import BRAIN, ROOT
+from scripts.memory import jobs, prompts
 
 
 def create(brain, *subtasks, ttl=300):
@@ -52,8 +53,8 @@ def test_ids_are_accepted_with_or_without_prefix_and_printed_bare(brain):
 def test_subtasks_layout_matches_the_seed(brain):
     job = create(brain, "GET /api/users", "GET /api/posts", "GET /api/comments")
     calls = brain.json("job", "dispatch", job)["agent_calls"]
-    agent2 = re.search(r"--agent-id (\S+)", calls[1]["prompt"]).group(1)
-    agent3 = re.search(r"--agent-id (\S+)", calls[2]["prompt"]).group(1)
+    agent2 = jobs.parse_subtask_prompt(calls[1]["prompt"])[2]
+    agent3 = jobs.parse_subtask_prompt(calls[2]["prompt"])[2]
     brain.ok("job", "update", job, "sub_3", "--status", "completed", "--result", "[200 OK] 5 items", "--agent-id", agent3)
     # A person puts sub_1 back to pending through a retry after failing it.
     brain.ok("job", "update", job, "sub_1", "--status", "failed", "--result", "x", "--force")
@@ -127,9 +128,10 @@ def test_dispatch_json_is_ready_for_the_agent_tool(brain):
         assert set(call) == {"subagent_type", "description", "prompt", "model", "run_in_background"}
         assert call["run_in_background"] is True and call["model"] == "sonnet"
         assert call["subagent_type"] == "brain-jobs:subtask-worker"
-        assert f"Search {sub['query']} in api/routes.py. Return ONLY the result (max 200 chars)" in call["prompt"]
-        assert (f"brain job update {job} {sub['sub_task_id']} --agent-id {sub['agent_id']} --status completed"
-                in call["prompt"])
+        # A short pointer: job, sub-task, identity, and the seed's "Search {query} in {file}".
+        assert call["prompt"] == f"{job} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']} in api/routes.py."
+        assert jobs.parse_subtask_prompt(call["prompt"]) == (job, sub["sub_task_id"], sub["agent_id"])
+        assert call["description"] == sub["sub_task_id"]
         assert sub["status"] == "running" and sub["agent_id"].startswith("agent_sonnet_")
     assert row["status"] == "running" and row["iteration"] == 1
     assert row["history"][-1]["event"] == "dispatch"
@@ -145,14 +147,21 @@ def test_dispatch_plain_prints_one_call_per_subtask(brain):
     assert proc.returncode == 1 and "no pending sub-tasks" in proc.stderr
 
 
-def test_the_prompt_command_is_the_report_that_works(brain):
+def test_the_worker_agent_reports_with_the_pointer_it_was_given(brain):
+    """The worker definition turns the pointer into the exact report command."""
     job = create(brain, "GET /a")
     prompt = brain.json("job", "dispatch", job)["agent_calls"][0]["prompt"]
-    command = re.search(r"brain job update .*", prompt).group(0).replace('"<result>"', '"[200 OK] 3 items"')
+    job_id, sub, agent = jobs.parse_subtask_prompt(prompt)
+    worker = (ROOT / "agents" / "subtask-worker.md").read_text()
+    template = re.search(r"`(brain job update <job> <sub_N> --agent-id <agent id> [^`]*)`", worker).group(1)
+    command = (template.replace("<job>", job_id).replace("<sub_N>", sub).replace("<agent id>", agent)
+               .replace('"<answer>"', "RESULT"))
     args = command.split()[1:]
-    args[-3:] = ["--result", "[200 OK] 3 items"]
+    args[args.index("RESULT")] = "[200 OK] 3 items"
     brain.ok(*args)
     assert brain.json("job", "consolidate", job)["results"][0]["result"] == "[200 OK] 3 items"
+    # The worker definition and the library spell the command the same way.
+    assert command.replace("RESULT", '"<result>"') == prompts.report_command(job_id, {"sub_task_id": sub, "agent_id": agent})
 
 
 def test_consolidate_has_the_seed_shape_and_works_at_any_moment(brain):
@@ -161,7 +170,7 @@ def test_consolidate_has_the_seed_shape_and_works_at_any_moment(brain):
     assert early["complete"] is False and early["pending"] == 3
     calls = brain.json("job", "dispatch", job)["agent_calls"]
     for i, call in enumerate(calls, 1):
-        agent = re.search(r"--agent-id (\S+)", call["prompt"]).group(1)
+        agent = jobs.parse_subtask_prompt(call["prompt"])[2]
         status = "failed" if i == 2 else "completed"
         brain.ok("job", "update", job, f"sub_{i}", "--status", status, "--result", f"r{i}", "--agent-id", agent)
     final = brain.json("job", "consolidate", job)

@@ -46,8 +46,7 @@ def test_sixteen_cli_reporters_through_dispatch_identities(brain):
     calls = brain.json("job", "dispatch", job)["agent_calls"]
     commands = []
     for i, call in enumerate(calls, 1):
-        line = [ln for ln in call["prompt"].splitlines() if "brain job update" in ln][0]
-        agent = line.split("--agent-id ")[1].split()[0]
+        agent = jobs.parse_subtask_prompt(call["prompt"])[2]
         commands.append(["job", "update", job, f"sub_{i}", "--agent-id", agent, "--status", "completed",
                          "--result", f"[200 OK] r{i}"])
     procs = [subprocess.Popen([sys.executable, str(BRAIN), *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

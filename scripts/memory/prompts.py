@@ -1,43 +1,52 @@
 """What a worker is told: a short pointer, not a manual.
 
 The orchestrating agent pays output tokens for every byte it copies into
-an ``Agent`` call, so each launch prompt carries only the seed's
-instruction and the exact command that reports the answer. Standing
-instructions live in the worker agent's definition
-(``agents/subtask-worker.md``).
+an ``Agent`` call, and input tokens for every byte of ``dispatch`` output it
+reads, so each launch prompt is a pointer of about 60 bytes::
+
+    6b326d39d30d sub_1 agent_haiku_c46509: Search GET /health in api/.
+
+job, sub-task, worker identity, then the seed's instruction ("Search
+{query} in {file}"). The standing instructions (answer in at most 200
+characters, report with ``brain job update JOB SUB --agent-id ID --status
+completed --result "..."``, report ``failed`` with a reason) live once in the
+worker agent's definition, ``agents/subtask-worker.md``, and in
+:func:`instruction` / :func:`report_command` for workers outside the host.
+Carrying them in every prompt cost about 850 bytes per sub-task; the
+pointer costs about 540 (budget: 600, measured by the real-host test).
 """
 
 import re
 
 WORKER_AGENT = "brain-jobs:subtask-worker"
-_REPORT = re.compile(r"brain job update ([A-Za-z0-9]+) (sub_[0-9]+) --agent-id ([A-Za-z0-9_.:@-]+)")
-
-
-def where(files) -> str:
-    return ", ".join(files) if files else "the current directory"
+_POINTER = re.compile(r"([A-Za-z0-9]{1,64}) (sub_[1-9][0-9]*) ([A-Za-z0-9][A-Za-z0-9_.:@-]*): ")
 
 
 def instruction(query: str, files) -> str:
-    """The seed's instruction for one sub-task."""
-    return f"Search {query} in {where(files)}. Return ONLY the result (max 200 chars)."
+    """The seed's full instruction for one sub-task."""
+    where = ", ".join(files) if files else "the current directory"
+    return f"Search {query} in {where}. Return ONLY the result (max 200 chars)."
 
 
-def report_command(job_id: str, sub: dict) -> str:
+def report_command(job_id: str, sub: dict, status: str = "completed", result: str = "<result>") -> str:
+    """The exact command a worker runs to report."""
     return (
         f"brain job update {job_id} {sub['sub_task_id']} --agent-id {sub['agent_id']} "
-        '--status completed --result "<result>"'
+        f'--status {status} --result "{result}"'
     )
 
 
 def worker_prompt(job_id: str, sub: dict, files) -> str:
-    return f"{instruction(sub['query'], files)}\nReport: {report_command(job_id, sub)}"
+    """The pointer: ``<job> <sub> <identity>: Search <query>[ in <files>].``"""
+    where = f" in {', '.join(files)}" if files else ""
+    return f"{job_id} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']}{where}."
 
 
 def agent_call(job_id: str, sub: dict, files, model: str) -> dict:
     """One background sub-agent call, ready for the host's ``Agent`` tool."""
     return {
         "subagent_type": WORKER_AGENT,
-        "description": f"{sub['sub_task_id']}: {sub['query'][:40]}",
+        "description": sub["sub_task_id"],
         "prompt": worker_prompt(job_id, sub, files),
         "model": model,
         "run_in_background": True,
@@ -45,6 +54,6 @@ def agent_call(job_id: str, sub: dict, files, model: str) -> dict:
 
 
 def parse_subtask_prompt(prompt):
-    """``(job_id, sub_task_id, agent_id)`` from a dispatch prompt, or None."""
-    match = _REPORT.search(prompt or "")
+    """``(job_id, sub_task_id, agent_id)`` from a launch prompt, or None."""
+    match = _POINTER.match((prompt or "").lstrip())
     return match.groups() if match else None

@@ -92,12 +92,17 @@ def worker_model(body):
         if query in said:
             return text(final)
     query = next((q for q in RESULTS if q in said), None)
-    report = re.search(r'brain job update [^\n"]*"<result>"', said)
-    if query is None or report is None:
+    # Like a real worker: read the pointer from the prompt ("<job> <sub> <identity>: Search ...")
+    # and fill in the report command that the worker definition (the system prompt) spells out.
+    pointer = re.search(r"(\w+) (sub_\d+) (\S+): Search ", said)
+    template = re.search(r"`(brain job update <job> <sub_N> --agent-id <agent id> [^`]*)`", system_text(body))
+    if query is None or pointer is None or template is None:
         return text("cannot find my sub-task in the prompt")
     if not _calls(body):
-        return tool_use("Bash", {"command": report.group(0).replace("<result>", RESULTS[query]),
-                                 "description": "Report the result"})
+        job, sub, agent = pointer.groups()
+        command = (template.group(1).replace("<job>", job).replace("<sub_N>", sub)
+                   .replace("<agent id>", agent).replace("<answer>", RESULTS[query]))
+        return tool_use("Bash", {"command": command, "description": "Report the result"})
     return text(RESULTS[query])
 
 
