@@ -49,7 +49,8 @@ class WriteLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            pass
+            if timeout <= 0:  # setitimer(0) would disarm the timer and wait for ever
+                raise self._busy(timeout) from None
         if self._can_use_alarm():
             self._acquire_blocking(timeout)
         else:

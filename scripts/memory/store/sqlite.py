@@ -18,13 +18,13 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ..errors import StoreBusy, StoreError
+from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
 from .lock import WriteLock
 
 WAIT_INTERVAL = 0.05  # seconds between two looks of ``wait`` (SQLite cannot notify)
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+MAX_LOCK_TIMEOUT = 3600
 
 
 def _migration_1(conn):
@@ -80,6 +80,12 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
             f"{path} is not a usable SQLite database ({msg}); it was left untouched: "
             "move it aside or point BRAIN_DB elsewhere"
         )
+    if "disk I/O error" in msg:
+        # EFBIG past a file size limit, or EIO: the transaction was rolled back.
+        return StoreError(
+            f"could not write the job store {path} ({msg}): the disk may be full, over a file size "
+            "limit or failing; free space and retry: nothing stored was lost"
+        )
     if "full" in msg:
         return StoreError(f"no space left for the job store {path} ({msg}); free disk space and retry: nothing stored was lost")
     if "readonly" in msg or "read-only" in msg:
@@ -87,6 +93,20 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     if "unable to open" in msg:
         return StoreError(f"cannot open the job store {path} ({msg}); check the path and its permissions")
     return StoreError(f"job store error on {path}: {msg}")
+
+
+def _env_lock_timeout() -> float:
+    """``BRAIN_LOCK_TIMEOUT``: seconds a writer waits for the lock (0 = do not wait)."""
+    raw = os.environ.get("BRAIN_LOCK_TIMEOUT") or "10"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_LOCK_TIMEOUT:  # also refuses nan
+        raise InvalidInput(
+            f"BRAIN_LOCK_TIMEOUT={raw!r} is not a number of seconds from 0 to {MAX_LOCK_TIMEOUT}"
+        )
+    return value
 
 
 class _Transaction:
@@ -122,7 +142,6 @@ class _Transaction:
             (cutoff, cutoff),
         ).rowcount
 
-
     def claimable(self, pool, now, limit=1, wait=False):
         # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
         rows = self._conn.execute(
@@ -143,9 +162,7 @@ class SQLiteStore:
 
     def __init__(self, path: str, lock_timeout: float = None):
         self.path = os.path.abspath(path)
-        self.lock_timeout = lock_timeout if lock_timeout is not None else float(
-            os.environ.get("BRAIN_LOCK_TIMEOUT", "10")
-        )
+        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
         self._prepare_file()
         self._lock = WriteLock(self.path + ".lock")
         # One connection per store; threads of one process take turns on it
@@ -160,31 +177,59 @@ class SQLiteStore:
                 sync = "FULL"
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+                self._refuse_foreign()
                 self._migrate()
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
 
     def _prepare_file(self):
-        """Create the directory 0700 and the file 0600; refuse a file that is not SQLite."""
+        """Create the directory 0700 and a new file 0600.
+
+        An existing file is left to SQLite, which refuses one that is not a
+        database without writing to it (see ``_translate``). Opening and
+        closing a descriptor of our own on it would drop every POSIX lock
+        this process holds on the file, those of another open store
+        included; another process would then take itself for the last
+        connection and delete the WAL under that store ("disk I/O error").
+        """
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the store directory {directory}: {exc.strerror}") from None
+        if os.path.exists(self.path):
+            return
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # another process created it first
         except OSError as exc:
-            raise StoreError(f"cannot open the job store {self.path}: {exc.strerror}") from None
-        try:
-            header = os.read(fd, len(_SQLITE_MAGIC))
-        finally:
-            os.close(fd)
-        if header and header != _SQLITE_MAGIC:
-            raise StoreError(
-                f"{self.path} is not a SQLite database (or is truncated); it was left untouched: "
-                "move it aside or point BRAIN_DB elsewhere"
-            )
+            raise StoreError(f"cannot create the job store {self.path}: {exc.strerror}") from None
+        os.close(fd)  # a new file: nobody in this process holds a lock on it yet
+
+    def _refuse_foreign(self):
+        """Before the first migration: refuse a file that is not ours to write.
+
+        SQLite takes a file of a byte or two for an empty database, and would
+        add our table to another program's database; either would overwrite
+        something that is not a job store.
+        """
+        conn = self._conn
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            if os.stat(self.path).st_size == 0:
+                return
+            reason = "is not a SQLite database (or is truncated)"
+        else:
+            other = conn.execute(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                "AND name NOT IN ('jobs', 'jobs_status_expires') LIMIT 1"
+            ).fetchone()
+            if other is None:
+                return
+            reason = f"is another program's SQLite database (it has a table or index {other[0]!r})"
+        conn.close()
+        raise StoreError(f"{self.path} {reason}; it was left untouched: move it aside or point BRAIN_DB elsewhere")
 
     def _migrate(self):
         with self._locked():
