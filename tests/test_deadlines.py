@@ -1,0 +1,261 @@
+"""Deadlines and partial consolidation: a stuck sub-task never holds a job hostage.
+
+Time is moved with the injectable clock (``fake_clock``: the API in this
+process, ``BRAIN_NOW`` for CLI subprocesses); nothing here sleeps.
+"""
+
+import re
+
+import pytest
+
+from conftest import store_snapshot
+from scripts.memory import jobs
+from scripts.memory.clock import epoch, iso
+from scripts.memory.errors import InvalidTransition
+
+SEED_KEYS = {"job_id", "total_tasks", "completed", "failed", "results", "consolidated_at"}
+
+
+def new_job(db, n=3, ttl=300):
+    return jobs.create_job_with_subtasks(ttl, {"prompt": "p"}, [f"GET /q{i}" for i in range(1, n + 1)], db=db)
+
+
+def agents(out):
+    """Sub-task id -> worker identity, from a dispatch result."""
+    ids = {}
+    for call in out["agent_calls"]:
+        job, sub, agent = jobs.parse_subtask_prompt(call["prompt"])
+        ids[sub] = agent
+    return ids
+
+
+def raw(job_id, db):
+    """The stored row as it is, without the sweep a read through the API applies."""
+    return next(r for r in store_snapshot(db) if r["job_id"] == job_id)
+
+
+def subs(row):
+    """Sub-task id -> sub-task, from a row or a list of sub-tasks."""
+    return {s["sub_task_id"]: s for s in (row["sub_tasks"] if isinstance(row, dict) else row)}
+
+
+# -- deadlines ------------------------------------------------------------------
+
+def test_default_deadline_is_four_fifths_of_the_remaining_ttl(db, fake_clock):
+    job = new_job(db, ttl=300)
+    t0 = fake_clock()
+    jobs.dispatch_job(job, db=db)
+    row = jobs.get_job(job, db=db)
+    assert {s["deadline"] for s in row["sub_tasks"]} == {iso(t0 + 240)}
+    assert row["history"][-1]["event"] == "dispatch" and row["history"][-1]["timeout"] == 240
+
+    # Later dispatches derive the deadline from what is left of the TTL.
+    jobs.update_subtask_status(job, "sub_1", "failed", "x", force=True, db=db)
+    jobs.retry_subtasks(job, ["sub_1"], db=db)
+    fake_clock.advance(100)
+    jobs.dispatch_job(job, db=db)
+    assert subs(jobs.get_job(job, db=db))["sub_1"]["deadline"] == iso(t0 + 100 + 160)
+
+
+def test_deadline_is_never_beyond_the_ttl(db, fake_clock, brain):
+    job = new_job(db, n=2, ttl=300)
+    expires = jobs.get_job(job, db=db)["expires_at"]
+    brain.json("job", "dispatch", job, "--timeout", "100000")
+    assert {s["deadline"] for s in brain.json("job", "subtasks", job)} == {expires}
+
+    # With less than a second of TTL left, the default still stops at the TTL.
+    other = new_job(db, n=1, ttl=10)
+    fake_clock.advance(9.5)
+    jobs.dispatch_job(other, db=db)
+    row = jobs.get_job(other, db=db)
+    assert row["sub_tasks"][0]["deadline"] == row["expires_at"]
+
+
+def test_dispatch_timeout_sets_the_deadline(db, fake_clock, brain):
+    job = new_job(db, n=2)
+    brain.json("job", "dispatch", job, "--timeout", "30")
+    assert {s["deadline"] for s in brain.json("job", "subtasks", job)} == {iso(fake_clock() + 30)}
+
+
+def test_overdue_subtask_fails_at_the_next_read_without_a_daemon(db, fake_clock, brain):
+    job = new_job(db, n=2)
+    ids = agents(jobs.dispatch_job(job, timeout=30, db=db))
+    jobs.update_subtask_status(job, "sub_2", "completed", "done", agent_id=ids["sub_2"], db=db)
+
+    fake_clock.advance(29.999)  # one millisecond early: still running
+    assert subs(brain.json("job", "subtasks", job))["sub_1"]["status"] == "running"
+
+    fake_clock.advance(0.001)  # the deadline itself is overdue
+    assert subs(raw(job, db))["sub_1"]["status"] == "running"  # nothing ran in the background
+    sub1 = subs(brain.json("job", "subtasks", job))["sub_1"]
+    assert sub1["status"] == "failed"
+    assert re.fullmatch(r"timed out: no report by \S+Z", sub1["result"]) and sub1["deadline"] in sub1["result"]
+    # The read stored what it found, with a history event naming the worker.
+    stored = raw(job, db)
+    assert subs(stored)["sub_1"]["status"] == "failed"
+    timeout = [e for e in stored["history"] if e["event"] == "timeout"]
+    assert timeout == [{"at": iso(fake_clock()), "event": "timeout", "sub_task_id": "sub_1",
+                        "status": "failed", "agent_id": ids["sub_1"]}]
+
+
+@pytest.mark.parametrize("reader", ["get", "consolidate", "list", "history", "stats", "cleanup"])
+def test_every_read_applies_the_deadline(db, fake_clock, brain, reader):
+    job = new_job(db, n=1)
+    jobs.dispatch_job(job, timeout=5, db=db)
+    fake_clock.advance(6)
+    args = {"get": ("get", job), "consolidate": ("consolidate", job), "list": ("list", "--all"),
+            "history": ("history", job), "stats": ("stats",), "cleanup": ("cleanup",)}[reader]
+    brain.json("job", *args)
+    assert raw(job, db)["sub_tasks"][0]["result"].startswith("timed out")
+
+
+def test_a_write_applies_the_deadline_in_the_same_transaction(db, fake_clock):
+    """The last live report arrives after a sibling's deadline: one write fails
+    the sibling, stores the report and the final consolidation."""
+    job = new_job(db, n=2)
+    ids = agents(jobs.dispatch_job(job, timeout=30, db=db))
+    # sub_2 gets a second attempt with a later deadline.
+    jobs.update_subtask_status(job, "sub_2", "failed", "flaky", force=True, db=db)
+    jobs.retry_subtasks(job, ["sub_2"], db=db)
+    fake_clock.advance(20)
+    ids.update(agents(jobs.dispatch_job(job, timeout=60, db=db)))
+    fake_clock.advance(11)
+    store = jobs._store(db)
+    writes = []
+    real_write = store.write
+
+    def counting_write():
+        writes.append(1)
+        return real_write()
+
+    store.write = counting_write
+    try:
+        jobs.update_subtask_status(job, "sub_2", "completed", "late but alive", agent_id=ids["sub_2"], db=db)
+    finally:
+        del store.write
+    assert len(writes) == 1
+    row = raw(job, db)
+    assert [s["status"] for s in row["sub_tasks"]] == ["failed", "completed"]
+    final = row["consolidated_result"]
+    assert final["complete"] is True and (final["completed"], final["failed"]) == (1, 1)
+    assert final["results"][0]["result"].startswith("timed out")
+
+
+def test_late_report_after_the_deadline_is_refused_and_changes_nothing(db, fake_clock, brain):
+    job = new_job(db, n=1)
+    ids = agents(jobs.dispatch_job(job, timeout=5, db=db))
+    fake_clock.advance(5)
+    brain.json("job", "get", job)  # the sweep happens here
+    before = store_snapshot(db)
+    proc = brain("job", "update", job, "sub_1", "--status", "completed", "--result", "too late",
+                 "--agent-id", ids["sub_1"])
+    assert proc.returncode == 1
+    assert proc.stderr == "brain: error: sub_1 is already failed; nothing leaves failed except a retry (brain job retry)\n"
+    assert store_snapshot(db) == before
+
+
+def test_consolidation_never_waits_on_a_stuck_subtask(db, fake_clock, brain):
+    job = new_job(db, n=3)
+    ids = agents(jobs.dispatch_job(job, timeout=60, db=db))
+    for sub in ("sub_1", "sub_3"):
+        jobs.update_subtask_status(job, sub, "completed", f"ok {sub}", agent_id=ids[sub], db=db)
+    early = brain.json("job", "consolidate", job)
+    assert (early["complete"], early["running"], early["completed"]) == (False, 1, 2)
+    assert raw(job, db)["consolidated_result"] is None
+
+    fake_clock.advance(60)
+    final = brain.json("job", "consolidate", job)
+    assert final["complete"] is True and final["status"] == "failed"
+    assert (final["completed"], final["failed"], final["running"], final["pending"]) == (2, 1, 0, 0)
+    assert final["results"][1]["result"].startswith("timed out")
+    assert raw(job, db)["consolidated_result"] == final
+
+
+def test_expiry_fails_what_is_left_and_keeps_what_was_reported(db, fake_clock, brain):
+    job = new_job(db, n=3, ttl=60)
+    ids = agents(jobs.dispatch_job(job, timeout=1000, db=db))  # deadline clamped to the TTL
+    jobs.update_subtask_status(job, "sub_2", "completed", "kept", agent_id=ids["sub_2"], db=db)
+    fake_clock.advance(60)
+    final = brain.json("job", "consolidate", job)
+    assert [r["result"] for r in final["results"]] == ["expired", "kept", "expired"]
+    assert final["complete"] is True
+    proc = brain("job", "update", job, "sub_1", "--status", "completed", "--agent-id", ids["sub_1"])
+    assert proc.returncode == 1 and "expired" in proc.stderr
+
+
+# -- partial consolidation -------------------------------------------------------
+
+def test_partial_consolidation_at_every_moment(db, fake_clock):
+    job = new_job(db, n=4)
+    seen = []
+
+    def look():
+        c = jobs.consolidate_subtask_results(job, db=db)
+        assert SEED_KEYS | {"pending", "running", "complete"} <= set(c)
+        assert c["total_tasks"] == c["pending"] + c["running"] + c["completed"] + c["failed"] == 4
+        seen.append((c["pending"], c["running"], c["completed"], c["failed"], c["complete"]))
+        return c
+
+    look()
+    jobs.update_subtask_status(job, "sub_4", "failed", "no route", db=db)  # never dispatched: no owner
+    look()
+    ids = agents(jobs.dispatch_job(job, timeout=10, db=db))
+    look()
+    jobs.update_subtask_status(job, "sub_1", "completed", "a", agent_id=ids["sub_1"], db=db)
+    look()
+    jobs.update_subtask_status(job, "sub_2", "completed", "b", agent_id=ids["sub_2"], db=db)
+    look()
+    assert raw(job, db)["consolidated_result"] is None  # nothing final stored before the end
+    fake_clock.advance(10)
+    final = look()
+    assert seen == [
+        (4, 0, 0, 0, False),
+        (3, 0, 0, 1, False),
+        (0, 3, 0, 1, False),
+        (0, 2, 1, 1, False),
+        (0, 1, 2, 1, False),
+        (0, 0, 2, 2, True),
+    ]
+    assert final["results"][3] == {"sub_task_id": "sub_4", "query": "GET /q4", "status": "failed", "result": "no route"}
+
+
+def test_final_consolidation_is_stored_once_with_the_last_report(db, fake_clock):
+    job = new_job(db, n=2)
+    ids = agents(jobs.dispatch_job(job, db=db))
+    jobs.update_subtask_status(job, "sub_1", "completed", "one", agent_id=ids["sub_1"], db=db)
+    fake_clock.advance(1)
+    store = jobs._store(db)
+    writes = []
+    real_write = store.write
+    store.write = lambda: (writes.append(1), real_write())[1]
+    try:
+        jobs.update_subtask_status(job, "sub_2", "completed", "two", agent_id=ids["sub_2"], db=db)
+    finally:
+        del store.write
+    assert len(writes) == 1  # the last report's own transaction, and no other
+    row = raw(job, db)  # straight from the store: no consolidate call has run
+    final = row["consolidated_result"]
+    assert final is not None and final["consolidated_at"] == iso(fake_clock())
+    assert (final["completed"], final["complete"], row["status"]) == (2, True, "completed")
+    consolidated = [e for e in row["history"] if e["event"] == "consolidated"]
+    report = [e for e in row["history"] if e["event"] == "report"][-1]
+    assert len(consolidated) == 1 and consolidated[0]["at"] == report["at"]
+
+    # Reading it later returns the stored result, not a new one.
+    for _ in range(3):
+        fake_clock.advance(50)
+        assert jobs.consolidate_subtask_results(job, db=db) == final
+    row = raw(job, db)
+    assert row["consolidated_result"] == final
+    assert [e["event"] for e in row["history"]].count("consolidated") == 1
+    assert [e["event"] for e in row["history"]].count("consolidate_read") == 1
+
+
+def test_a_finished_job_takes_no_more_reports(db, fake_clock):
+    job = new_job(db, n=1)
+    jobs.update_subtask_status(job, "sub_1", "completed", "done", agent_id="agent_x", db=db)
+    final = raw(job, db)["consolidated_result"]
+    with pytest.raises(InvalidTransition, match="already completed"):
+        jobs.update_subtask_status(job, "sub_1", "failed", "again", agent_id="agent_x", db=db)
+    assert raw(job, db)["consolidated_result"] == final
+    assert epoch(final["consolidated_at"]) == fake_clock()
