@@ -212,6 +212,8 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     status = validate.status(status)
     result = validate.result(result)
     agent_id = validate.agent_id(agent_id)
+    if not isinstance(force, bool):  # force="no" is truthy: never override ownership by accident
+        raise InvalidInput("force must be True or False")
     _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db)
     return sub
 
@@ -256,7 +258,10 @@ def consolidate_subtask_results(job_id, db=None) -> dict:
 
 
 def retry_subtasks(job_id, sub_task_ids=None, max_attempts=None, db=None) -> list:
-    """Put failed sub-tasks back to pending (all failed ones, or those named)."""
+    """Put failed sub-tasks back to pending (all failed ones, or those named:
+    a list of ids, or one id)."""
+    if isinstance(sub_task_ids, str):
+        sub_task_ids = [sub_task_ids]
     ids = [validate.sub_task_id(s) for s in (sub_task_ids or [])]
     if max_attempts is not None:
         max_attempts = validate.positive_int(max_attempts, "max attempts")

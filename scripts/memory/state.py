@@ -353,6 +353,7 @@ def set_status(row, status, now) -> None:
 def link_host_agent(row, sub_task_id, host_agent_id, now) -> dict:
     """Record the host's id for the worker of a sub-task; it counts as the same worker."""
     sub = find_subtask(row, sub_task_id)
+    _check_live(row, now, f"link a host agent to {sub_task_id}")
     sub["host_agent_id"] = host_agent_id
     row["history"].append(event(now, "link", sub_task_id=sub_task_id, agent_id=sub["agent_id"], host_agent_id=host_agent_id))
     return sub
