@@ -109,7 +109,7 @@ def row_headless(scale, figures, rows):
                            "huey_consumer_peak_rss_mib": out["huey_consumer_peak_rss_mib"],
                            "sub_tasks": out["sub_tasks"]}
     rows.append(("6", f"runner peak RSS, {out['sub_tasks']:,} sub-tasks", _f(out["runner_peak_rss_mib"], " MiB"),
-                 f"Huey consumer {_f(out['huey_consumer_peak_rss_mib'], ' MiB')}", "", "", "INFO"))
+                 f"Huey consumer + 2 workers {_f(out['huey_consumer_peak_rss_mib'], ' MiB')}", "", "", "INFO"))
 
 
 def row_postgres(scale, figures, rows):
