@@ -40,6 +40,7 @@ BACKENDS = ("sqlite", "postgres")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file itself; it runs once")
+    config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL backend itself")
 
 
 def pytest_generate_tests(metafunc):
@@ -50,6 +51,8 @@ def pytest_generate_tests(metafunc):
     names = [b for b in BACKENDS if b in wanted] or ["sqlite"]
     if metafunc.definition.get_closest_marker("sqlite_only"):
         names = ["sqlite"]
+    elif metafunc.definition.get_closest_marker("postgres_only"):
+        names = ["postgres"]
     metafunc.parametrize("backend", names, indirect=True)
 
 

@@ -95,6 +95,9 @@ def cmd_dispatch(a):
 
     settings = config.resolve({"executor": a.executor, "model": a.model, "concurrency": a.concurrency,
                                "base_url": a.base_url})
+    if a.pool:
+        _dispatch_pool(a, settings)
+        return
     if settings["executor"] != "host":
         _dispatch_headless(a, settings)
         return
@@ -109,6 +112,59 @@ def cmd_dispatch(a):
     print(f"Job {out['job_id']}: launch these {len(calls)} Agent calls in ONE message, in the background:")
     for call in calls:
         print(json.dumps(call, separators=(",", ":"), ensure_ascii=False))
+
+
+def _dispatch_pool(a, settings):
+    from . import pool
+
+    if settings["executor"] == "host":
+        raise InvalidInput("--pool needs --executor NAME: the executor its workers run (brain worker --executor NAME)")
+    out = pool.queue_job(a.job, settings["executor"], model=settings["model"], files=a.file, timeout=a.timeout,
+                         allow_shell=a.allow_shell, db=a.db)
+    if a.json:
+        _emit_json(out)
+        return
+    print(f"job_{out['job_id']}: {len(out['sub_tasks'])} sub-tasks queued for the {out['pool']} worker pool")
+    _hint(f"next: brain worker --executor {out['pool']} (on any machine that reaches the store); "
+          f"brain job watch {out['job_id']}")
+
+
+def cmd_worker(a):
+    from . import config, worker
+
+    settings = config.resolve({"concurrency": a.concurrency, "base_url": a.base_url})
+    executor = a.executor or settings["executor"]
+    w = worker.Worker(
+        executor, concurrency=settings["concurrency"], lease=_env_seconds(a.lease, "BRAIN_WORKER_LEASE", 30),
+        poll=_env_seconds(a.poll, "BRAIN_WORKER_POLL", 5), grace=_env_seconds(a.grace, "BRAIN_WORKER_GRACE", 30),
+        drain=a.drain, allow_shell=a.allow_shell, settings=settings, workdir=a.workdir, db=a.db,
+    )
+    code = w.run()
+    if code:
+        raise KeyboardInterrupt  # SIGINT: main() maps it to 130
+
+
+def _env_seconds(flag, name, default) -> float:
+    """A positive number of seconds: the flag, else the environment variable, else the default."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return float(default)
+    try:
+        return _seconds(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}={raw!r}: {exc}") from None
+
+
+def _seconds(text) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan
+        raise ValueError(f"expected a number of seconds above 0 (at most 86400), got {text!r}")
+    return value
 
 
 def _dispatch_headless(a, settings):
@@ -242,6 +298,9 @@ def build_parser():
     common = _Parser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
                         help="SQLite file or postgresql:// URL (env: BRAIN_DB, BRAIN_DATABASE_URL)")
+    common.add_argument("--database-url", dest="db", default=argparse.SUPPRESS, metavar="URL",
+                        help="the same, for a PostgreSQL URL: postgresql://user@host/db[?schema=NAME] "
+                             "(env: BRAIN_DATABASE_URL; see docs/postgres.md)")
     reads = _Parser(add_help=False)
     reads.add_argument("--json", action="store_true", help="print JSON")
 
@@ -293,6 +352,9 @@ def build_parser():
     p.add_argument("--base-url", metavar="URL", help="http executor: where METHOD /path goes (env: BRAIN_BASE_URL)")
     p.add_argument("--allow-shell", action="store_true",
                    help="shell executor: allow running each sub-task query as a shell command")
+    p.add_argument("--pool", action="store_true",
+                   help="queue the sub-tasks for `brain worker --executor NAME` processes (any machine that "
+                        "reaches the store) instead of running them here; see docs/postgres.md")
 
     p = command("watch", cmd_watch, "follow a job live until every sub-task has finished "
                 "(exit 0 all completed, 1 some failed, 130 Ctrl-C)", reads)
@@ -327,7 +389,49 @@ def build_parser():
 
     p = command("cancel", cmd_cancel, "fail every unfinished sub-task with 'cancelled'", reads)
     p.add_argument("job")
+
+    def seconds(text):
+        try:
+            return _seconds(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    w = top.add_parser("worker", help="run sub-tasks queued with `brain job dispatch --pool`, until stopped",
+                       description="Claim sub-tasks queued for an executor's worker pool and run them, "
+                                   "extending each claim's lease while it runs. SIGTERM or Ctrl-C: finish "
+                                   "within --grace, release the rest, exit.",
+                       epilog=WORKER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    w.set_defaults(func=cmd_worker)
+    w.add_argument("--executor", metavar="NAME",
+                   help="anthropic, claude, http, grep, shell, or package.module:Class (env: BRAIN_EXECUTOR)")
+    w.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="sub-tasks run at once by this worker (default: 4; env: BRAIN_CONCURRENCY)")
+    w.add_argument("--lease", type=seconds, metavar="SECONDS",
+                   help="a claim lasts this long unless renewed (every third of it); a dead worker's sub-task "
+                        "is claimed again after it (default: 30; env: BRAIN_WORKER_LEASE)")
+    w.add_argument("--poll", type=seconds, metavar="SECONDS",
+                   help="longest idle wait between two looks; commits wake it sooner "
+                        "(default: 5; env: BRAIN_WORKER_POLL)")
+    w.add_argument("--grace", type=seconds, metavar="SECONDS",
+                   help="on SIGTERM, time to finish running sub-tasks before releasing them "
+                        "(default: 30; env: BRAIN_WORKER_GRACE)")
+    w.add_argument("--drain", action="store_true",
+                   help="exit once the pool has no pending or running sub-task (scripts, CI)")
+    w.add_argument("--allow-shell", action="store_true",
+                   help="shell executor: this worker may run queries as shell commands (the dispatch must opt in too)")
+    w.add_argument("--workdir", metavar="DIR", help="the directory file-reading executors work in (default: here)")
+    w.add_argument("--base-url", metavar="URL", help="http executor: where METHOD /path goes (env: BRAIN_BASE_URL)")
     return root
+
+
+WORKER_EPILOG = """examples:
+  brain job dispatch $job --executor grep --pool --file src/
+  brain worker --executor grep --concurrency 4
+  BRAIN_DATABASE_URL=postgresql://brain@db.internal/jobs brain worker --executor http   # on every machine
+  brain worker --executor grep --drain            # exit when the pool is empty
+
+environment: BRAIN_DATABASE_URL (PostgreSQL: workers on many machines), BRAIN_DB, BRAIN_EXECUTOR,
+             BRAIN_CONCURRENCY, BRAIN_WORKER_LEASE, BRAIN_WORKER_POLL, BRAIN_WORKER_GRACE"""
 
 
 # -- the report path ----------------------------------------------------------

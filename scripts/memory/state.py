@@ -411,8 +411,13 @@ def queue(row, pool, model, timeout, order, now) -> list:
     _check_live(row, now, "dispatch")
     if model not in MODELS:
         raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
-    pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
+    pending = [s for s in row["sub_tasks"] if s["status"] == "pending" and s.get("pool") != pool]
     if not pending:
+        if any(s["status"] == "pending" for s in row["sub_tasks"]):
+            raise InvalidTransition(
+                f"job {row['job_id']}'s pending sub-tasks are already queued for the {pool} pool: "
+                f"start workers with brain worker --executor {pool}"
+            )
         raise InvalidTransition(
             f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
             f"{row['job_id']} (failed ones can be retried with brain job retry)"

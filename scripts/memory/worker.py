@@ -87,8 +87,11 @@ class Worker:
                                  db=self.db, allow_shell=self.allow_shell and claim.get("allow_shell", False))
 
     def check(self) -> None:
-        """Refuse to start where the executor cannot run (missing key, package, opt-in)."""
-        probe = self.cls(self._context({"job_id": "check", "allow_shell": True}))
+        """Refuse to start where the executor cannot run (missing key, package, opt-in).
+
+        The probe stands for any job: its one file is the working directory.
+        """
+        probe = self.cls(self._context({"job_id": "check", "allow_shell": True, "files": [self.workdir]}))
         try:
             probe.check()
         finally:
@@ -98,7 +101,10 @@ class Worker:
         deadline = epoch(claim["deadline"]) if claim.get("deadline") else None
         executor = self.cls(self._context(claim, deadline))
         try:
+            executor.check()  # what this job gives it (files, the shell opt-in) may not do
             return "completed", executor.run(claim["query"], claim)
+        except BrainError as exc:
+            return "failed", str(exc)
         except executors.Failed as exc:
             return "failed", str(exc) or "failed"
         except Exception as exc:  # one sub-task's bug fails that sub-task, not the worker

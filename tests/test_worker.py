@@ -1,0 +1,317 @@
+"""``brain worker`` and the worker pool, on every backend.
+
+Real worker processes (the CLI, as a user starts it) run a scripted
+executor of this test's own, written to a temp dir: each query says what
+to do (``sleep 0.01``, ``hang-once 60``: hang on the first attempt only,
+``fail``). Every wait is bounded.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import BRAIN, ROOT
+from scripts.memory import jobs, pool
+from scripts.memory.errors import InvalidInput, InvalidTransition, Refused
+
+EXECUTOR = textwrap.dedent('''\
+    import os, time
+    from scripts.memory.executors import Executor, Failed
+
+    class Scripted(Executor):
+        name = "scripted"
+
+        def run(self, query, task=None):
+            kind, _, arg = query.partition(" ")
+            if kind == "fail":
+                raise Failed("asked to fail")
+            if kind == "hang-once" and task["attempt"] == 1 or kind == "hang":
+                with open(os.environ["HANG_MARK"] + "." + task["sub_task_id"], "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(float(arg))
+            elif kind == "sleep":
+                time.sleep(float(arg))
+            return f"done {query} by {os.getpid()}"
+''')
+SCRIPTED = "wexec:Scripted"
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch):
+    """Makes ``wexec:Scripted`` importable by worker processes; returns the hang-mark prefix."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "wexec.py").write_text(EXECUTOR)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), str(ROOT)]))
+    monkeypatch.syspath_prepend(str(lib))
+    mark = tmp_path / "hang"
+    monkeypatch.setenv("HANG_MARK", str(mark))
+    return mark
+
+
+def start_worker(*args, tmp_path):
+    """A ``brain worker`` process; its stderr (the log) goes to a file, read with ``log_of``."""
+    path = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    with open(path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(BRAIN), "worker", *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=log, env=dict(os.environ))
+    proc.log_path = path
+    return proc
+
+
+def log_of(proc):
+    return proc.log_path.read_text()
+
+
+def wait_for(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_all(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def reports(history, sub_task_id=None):
+    return [e for e in history if e["event"] == "report" and (sub_task_id is None or e["sub_task_id"] == sub_task_id)]
+
+
+# -- the rules, through the API (no processes) ---------------------------------
+
+def test_claim_renew_reclaim_and_refuse_the_lost_worker(fake_clock):
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a", "b"])
+    assert pool.queue_job(job, "grep", files=["x"])["sub_tasks"] == ["sub_1", "sub_2"]
+    first = pool.claim("grep", "host-a:1", lease=10)
+    assert (first["sub_task_id"], first["attempt"], first["files"]) == ("sub_1", 1, ["x"])
+    assert pool.claim("other", "host-a:1", lease=10) is None  # another pool's workers see nothing
+    fake_clock.advance(8)
+    assert pool.renew(job, {"sub_1": first["agent_id"]}, lease=10) == []
+    fake_clock.advance(8)  # 16 s after the claim, but renewed at 8 s: still held
+    second = pool.claim("grep", "host-b:2", lease=10)
+    assert second["sub_task_id"] == "sub_2"
+    assert pool.claim("grep", "host-b:2", lease=10) is None
+    fake_clock.advance(11)  # host-a stopped renewing: sub_1 (and sub_2's lease) ran out
+    again = pool.claim("grep", "host-b:2", lease=10)
+    assert (again["sub_task_id"], again["attempt"]) == ("sub_1", 2)
+    assert again["agent_id"] != first["agent_id"]
+    with pytest.raises(Refused, match="superseded"):
+        jobs.update_subtask_status(job, "sub_1", "completed", "late", agent_id=first["agent_id"])
+    assert pool.renew(job, {"sub_1": first["agent_id"]}, lease=10) == ["sub_1"]
+    jobs.update_subtask_status(job, "sub_1", "completed", "ok", agent_id=again["agent_id"])
+    history = jobs.get_history(job)
+    assert [e["event"] for e in history if e.get("sub_task_id") == "sub_1"] == [
+        "claim", "lease_expired", "claim", "refused", "report"]
+    sub_1 = jobs.get_job_subtasks(job)[0]
+    assert (sub_1["status"], sub_1["result"], sub_1["past_agents"]) == ("completed", "ok", [first["agent_id"]])
+
+
+def test_a_sub_task_whose_workers_keep_dying_fails_instead_of_looping(fake_clock):
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["poison"])
+    pool.queue_job(job, "http")
+    for attempt in (1, 2, 3):
+        claim = pool.claim("http", "w", lease=5)
+        assert claim["attempt"] == attempt
+        fake_clock.advance(6)
+    assert pool.claim("http", "w", lease=5) is None
+    sub = jobs.get_job_subtasks(job)[0]
+    assert sub["status"] == "failed" and sub["result"].startswith("abandoned: 3 workers stopped")
+    assert jobs.get_job(job)["status"] == "failed"
+    assert [e["event"] for e in jobs.get_history(job)][-3:] == ["lease_expired", "abandoned", "consolidated"]
+
+
+def test_release_puts_the_sub_task_back_in_the_pool_under_a_new_identity():
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
+    pool.queue_job(job, "http")
+    claim = pool.claim("http", "w1", lease=30)
+    pool.release(job, "sub_1", claim["agent_id"], "worker stopped (SIGTERM)")
+    sub = jobs.get_job_subtasks(job)[0]
+    assert (sub["status"], sub["agent_id"], sub["pool"]) == ("pending", None, "http")
+    with pytest.raises(Refused, match="does not hold"):
+        pool.release(job, "sub_1", claim["agent_id"], "twice")
+    again = pool.claim("http", "w2", lease=30)
+    assert again["sub_task_id"] == "sub_1" and again["agent_id"] != claim["agent_id"]
+    with pytest.raises(Refused, match="superseded"):
+        jobs.update_subtask_status(job, "sub_1", "completed", "late", agent_id=claim["agent_id"])
+
+
+def test_queue_refuses_what_it_cannot_queue():
+    normal = jobs.create_job(60, {"prompt": "p"})
+    with pytest.raises(InvalidTransition, match="normal job"):
+        pool.queue_job(normal, "grep")
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
+    for bad in ("host", "../x", "", "a b", "x" * 65):
+        with pytest.raises(InvalidInput, match="worker pool"):
+            pool.queue_job(job, bad)
+    with pytest.raises(InvalidInput, match="--allow-shell"):
+        pool.queue_job(job, "shell")
+    pool.queue_job(job, "grep")
+    with pytest.raises(InvalidTransition, match="already queued for the grep pool"):
+        pool.queue_job(job, "grep")
+    assert pool.queue_job(job, "http")["pool"] == "http"  # moved to another pool
+    pool.claim("http", "w", lease=30)
+    with pytest.raises(InvalidTransition, match="no pending sub-tasks"):
+        pool.queue_job(job, "grep")
+
+
+def test_host_dispatch_and_retry_take_sub_tasks_out_of_the_pool(fake_clock):
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a", "b"])
+    pool.queue_job(job, "http")
+    claim = pool.claim("http", "w", lease=5)
+    jobs.update_subtask_status(job, "sub_1", "failed", "boom", agent_id=claim["agent_id"])
+    jobs.retry_subtasks(job, ["sub_1"])
+    jobs.dispatch_job(job)  # the host takes both pending sub-tasks
+    assert all("pool" not in s and "lease_until" not in s for s in jobs.get_job_subtasks(job))
+    fake_clock.advance(60)
+    assert pool.claim("http", "w", lease=5) is None  # no stale lease makes a host sub-task claimable
+
+
+# -- worker processes -------------------------------------------------------------
+
+def test_three_workers_drain_120_sub_tasks_and_one_is_killed_mid_sub_task(scripted, tmp_path):
+    queries = ["sleep 0.005"] * 120
+    queries[6] = "hang-once 60"  # whoever claims sub_7 first hangs in it: that worker is killed
+    job = jobs.create_job_with_subtasks(600, {"prompt": "fan out"}, queries)
+    pool.queue_job(job, SCRIPTED)
+    started = time.monotonic()
+    workers = [start_worker("--executor", SCRIPTED, "--concurrency", 2, "--lease", 1.5, "--poll", 0.5, "--drain",
+                            tmp_path=tmp_path) for _ in range(3)]
+    try:
+        mark = scripted.parent / (scripted.name + ".sub_7")
+        victim = int(wait_for(lambda: mark.exists() and mark.read_text(), 30, "sub_7 to be claimed"))
+        assert victim in [w.pid for w in workers]
+        os.kill(victim, signal.SIGKILL)
+        for w in workers:
+            w.wait(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        stop_all(workers)
+    survivors = [w for w in workers if w.pid != victim]
+    assert [w.returncode for w in survivors] == [0, 0], [log_of(w) for w in survivors]
+    row = jobs.get_job(job)
+    assert row["status"] == "completed", jobs.consolidate_subtask_results(job)
+    assert all(s["status"] == "completed" for s in row["sub_tasks"])
+    history = row["history"]
+    # Nothing completed twice: one accepted report per sub-task, and it came from the last identity.
+    for sub in row["sub_tasks"]:
+        done = reports(history, sub["sub_task_id"])
+        assert len(done) == 1 and done[0]["agent_id"] == sub["agent_id"], sub
+    # What the killed worker held (claimed, never reported) was reclaimed under new identities, and only that.
+    claimed = {e["agent_id"]: e["sub_task_id"] for e in history
+               if e["event"] == "claim" and e["worker"].endswith(f":{victim}")}
+    reported = {e["agent_id"] for e in history if e["event"] == "report"}
+    held = {sub: agent for agent, sub in claimed.items() if agent not in reported}
+    assert "sub_7" in held
+    expired = {e["sub_task_id"]: e["agent_id"] for e in history if e["event"] == "lease_expired"}
+    assert expired == held
+    for sub_task_id, lost in held.items():
+        sub = row["sub_tasks"][int(sub_task_id[4:]) - 1]
+        assert sub["attempt"] == 2 and sub["past_agents"] == [lost] and not sub["worker"].endswith(f":{victim}")
+    assert sum(e["event"] == "claim" for e in history) == 120 + len(held)
+    assert sum(e["event"] == "consolidated" for e in history) == 1
+    # The lost worker's late report is refused as superseded, and the refusal is on record.
+    with pytest.raises(Refused, match="superseded"):
+        jobs.update_subtask_status(job, "sub_7", "completed", "late", agent_id=held["sub_7"])
+    assert jobs.get_history(job)[-1]["event"] == "refused"
+    print(f"3 workers, 120 sub-tasks, one SIGKILLed: drained in {elapsed:.1f}s")
+    assert elapsed < 45
+
+
+def test_sigterm_finishes_what_it_can_and_releases_the_rest(scripted, tmp_path):
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["sleep 0.6", "hang 60"])
+    pool.queue_job(job, SCRIPTED)
+    worker = start_worker("--executor", SCRIPTED, "--concurrency", 2, "--grace", 2, "--poll", 0.5,
+                          tmp_path=tmp_path)
+    try:
+        wait_for(lambda: (scripted.parent / (scripted.name + ".sub_2")).exists(), 30, "both sub-tasks to run")
+        assert jobs.get_job_subtasks(job)[0]["status"] == "running"
+        stopped = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+        took = time.monotonic() - stopped
+    finally:
+        stop_all([worker])
+    assert worker.returncode == 0, log_of(worker)
+    assert took < 5
+    sub_1, sub_2 = jobs.get_job_subtasks(job)
+    assert sub_1["status"] == "completed"  # finished within the grace period
+    assert (sub_2["status"], sub_2["agent_id"], sub_2["pool"]) == ("pending", None, SCRIPTED)  # released
+    assert len(sub_2["past_agents"]) == 1
+    assert [e["reason"] for e in jobs.get_history(job) if e["event"] == "release"] == ["worker stopped (SIGTERM)"]
+    log = log_of(worker)
+    assert "released back to the pool" in log and "1 completed" in log
+    # The released sub-task is claimable again by the next worker.
+    assert pool.claim(SCRIPTED, "next", lease=5)["sub_task_id"] == "sub_2"
+
+
+def test_a_second_signal_releases_at_once(scripted, tmp_path):
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["hang 60"])
+    pool.queue_job(job, SCRIPTED)
+    worker = start_worker("--executor", SCRIPTED, "--grace", 60, "--poll", 0.5, tmp_path=tmp_path)
+    try:
+        wait_for(lambda: (scripted.parent / (scripted.name + ".sub_1")).exists(), 30, "the sub-task to run")
+        worker.send_signal(signal.SIGTERM)
+        wait_for(lambda: "finishing 1 sub-task" in log_of(worker), 10, "the grace period to start")
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=10)
+    finally:
+        stop_all([worker])
+    assert worker.returncode == 130
+    assert jobs.get_job_subtasks(job)[0]["status"] == "pending"
+
+
+def test_an_idle_worker_wakes_when_work_is_queued(scripted, tmp_path, backend):
+    # The poll is 30 s: only a notification (PostgreSQL) or the data-version look (SQLite) can wake it.
+    worker = start_worker("--executor", SCRIPTED, "--poll", 30, tmp_path=tmp_path)
+    try:
+        wait_for(lambda: "executor wexec:Scripted" in log_of(worker), 30, "the worker to start")
+        time.sleep(0.5)  # idle, waiting
+        job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["sleep 0"])
+        queued = time.monotonic()
+        pool.queue_job(job, SCRIPTED)
+        wait_for(lambda: jobs.get_job(job)["status"] == "completed", 10, "the worker to run it")
+        latency = time.monotonic() - queued
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=10)
+    finally:
+        stop_all([worker])
+    print(f"{backend}: queued to completed in {latency * 1000:.0f} ms with a 30 s poll")
+    assert latency < 3
+
+
+def test_cli_dispatch_to_the_pool_and_a_grep_worker(brain, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("def users():\n    return '/api/users'\n")
+    job = brain.json("job", "create", "--distributed", "--ttl", "300", "--prompt", "find routes",
+                     "--subtask", "/api/users", "--subtask", "/api/none")["job_id"]
+    out = brain.json("job", "dispatch", job, "--executor", "grep", "--pool", "--file", str(src / "app.py"))
+    assert out == {"job_id": job, "pool": "grep", "sub_tasks": ["sub_1", "sub_2"]}
+    assert {s["status"] for s in brain.json("job", "subtasks", job)} == {"pending"}
+    proc = subprocess.run([sys.executable, str(BRAIN), "worker", "--executor", "grep", "--drain"], cwd=src,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    results = {r["sub_task_id"]: r["result"] for r in brain.json("job", "consolidate", job)["results"]}
+    assert results["sub_1"].startswith("1 match") and "app.py:2" in results["sub_1"]
+    assert results["sub_2"].startswith("no matches")
+
+
+def test_worker_usage_errors(brain):
+    assert brain("worker").returncode == 2
+    proc = brain("worker", "--executor", "nope")
+    assert proc.returncode == 2 and "unknown executor" in proc.stderr
+    proc = brain("worker", "--executor", "shell", "--drain")
+    assert proc.returncode == 2 and "--allow-shell" in proc.stderr
+    assert "BRAIN_DATABASE_URL" in brain.ok("worker", "--help")
