@@ -1,0 +1,189 @@
+"""`brain job watch`: one line per change on a pipe, a progress bar on a terminal, exit codes.
+
+The watcher runs as a real CLI subprocess (a pty for the terminal mode)
+while the test reports sub-tasks through the API, like workers would.
+"""
+
+import io
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from scripts.memory import jobs, watch
+from tests.conftest import BRAIN
+from tests.test_runner_support import wait_until
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def dispatched(db, queries=("GET /a", "GET /b", "GET /c")):
+    job = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, list(queries), db=db)
+    jobs.dispatch_job(job, db=db)
+    agents = {s["sub_task_id"]: s["agent_id"] for s in jobs.get_job(job, db=db)["sub_tasks"]}
+    return job, agents
+
+
+def report(db, job, agents, sub, status, result):
+    jobs.update_subtask_status(job, sub, status, result, agent_id=agents[sub], db=db)
+
+
+def start_watch(job, *extra, **kw):
+    return subprocess.Popen([sys.executable, str(BRAIN), "job", "watch", job, *extra], text=True,
+                            stderr=subprocess.PIPE, **kw)
+
+
+SCRIPT = [("sub_1", "completed", "[200 OK] 5 items"), ("sub_2", "failed", "[500 Internal Server Error]"),
+          ("sub_3", "completed", "[200 OK] keys: status")]
+
+
+def test_pipe_mode_prints_one_line_per_change_and_exits_1_when_one_failed(db):
+    job, agents = dispatched(db)
+    proc = start_watch(job, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == f"job {job}: 3 sub-tasks (0 completed, 0 failed, 3 running, 0 pending)\n"
+        for sub, status, result in SCRIPT:
+            report(db, job, agents, sub, status, result)
+            time.sleep(0.15)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert out.splitlines() == [
+        "✓ sub_1 completed: [200 OK] 5 items",
+        "✗ sub_2 failed: [500 Internal Server Error]",
+        "✓ sub_3 completed: [200 OK] keys: status",
+        f"job {job} failed: 2 completed, 1 failed",
+    ]
+    assert "\x1b" not in out and "\r" not in out
+    assert f"job {job}: some sub-tasks failed" in err
+
+
+def test_exit_0_when_every_subtask_completed(db, brain):
+    job, agents = dispatched(db, ["x", "y"])
+    for sub in agents:
+        report(db, job, agents, sub, "completed", f"done {sub}")
+    proc = brain("job", "watch", f"job_{job}", timeout=15)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"job {job}: 2 sub-tasks (2 completed, 0 failed, 0 running, 0 pending)",
+        "✓ sub_1 completed: done sub_1", "✓ sub_2 completed: done sub_2",
+        f"job {job} completed: 2 completed, 0 failed"]
+
+
+def test_terminal_mode_draws_a_progress_bar_with_counts_and_glyphs(db):
+    job, agents = dispatched(db)
+    master, slave = pty.openpty()
+    proc = start_watch(job, stdout=slave, env=dict(os.environ, TERM="xterm"))
+    os.close(slave)
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the watcher closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    def shown():
+        return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+    try:
+        for n, (sub, status, result) in enumerate(SCRIPT):
+            # Each state is drawn before the next report (the watcher may skip states it polls past).
+            wait_until(lambda: f"] {n}/3" in shown(), timeout=10, what=f"the bar at {n}/3")
+            if status == "failed":
+                status, result = "completed", "[200 OK] recovered"
+            report(db, job, agents, sub, status, result)
+        assert proc.wait(timeout=15) == 0
+        reader.join(5)
+    finally:
+        proc.kill()
+        os.close(master)
+    raw = b"".join(chunks).decode()
+    assert "\r\x1b[K" in raw  # the bar is redrawn in place
+    assert "\x1b[32m✓\x1b[0m" in raw  # coloured glyphs on a terminal
+    text = ANSI.sub("", raw).replace("\r\n", "\n")
+    assert f"[{'░' * 24}] 0/3  ✓ 0  ✗ 0  ◉ 3  ○ 0" in text
+    assert f"[{'█' * 8}{'░' * 16}] 1/3  ✓ 1  ✗ 0  ◉ 2  ○ 0" in text
+    assert f"[{'█' * 24}] 3/3  ✓ 3  ✗ 0  ◉ 0  ○ 0" in text
+    assert "✓ sub_2 completed: [200 OK] recovered" in text
+    assert text.rstrip().endswith(f"job {job} completed: 3 completed, 0 failed")
+
+
+def test_json_mode_streams_changes_then_the_consolidation(db):
+    job, agents = dispatched(db, ["x", "y"])
+    proc = start_watch(job, "--json", stdout=subprocess.PIPE)
+    try:
+        first = [json.loads(proc.stdout.readline()) for _ in agents]
+        assert [e["status"] for e in first] == ["running", "running"]
+        report(db, job, agents, "sub_1", "completed", "a")
+        report(db, job, agents, "sub_2", "completed", "b")
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert {(e["sub_task_id"], e["result"]) for e in events[:-1]} == {("sub_1", "a"), ("sub_2", "b")}
+    assert events[-1]["complete"] is True and events[-1]["completed"] == 2
+    assert proc.returncode == 0
+
+
+def test_ctrl_c_stops_watching_with_exit_130(db):
+    job, _ = dispatched(db)
+    proc = start_watch(job, stdout=subprocess.PIPE)
+    try:
+        proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.kill()
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_lost_worker_ends_the_watch_at_its_deadline(db, fake_clock):
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["x"], db=db)
+    jobs.dispatch_job(job, timeout=10, db=db)
+    timer = threading.Timer(0.3, fake_clock.advance, args=(11,))
+    timer.start()
+    out = io.StringIO()
+    start = time.monotonic()
+    try:
+        code = watch.watch(job, out, db=db, tty=False)
+    finally:
+        timer.cancel()
+    assert code == 1 and time.monotonic() - start < 5
+    assert "✗ sub_1 failed: timed out: no report by" in out.getvalue()
+
+
+def test_the_wait_is_one_bounded_function(db):
+    job, agents = dispatched(db, ["x"])
+    row = jobs.get_job(job, db=db)
+    start = time.monotonic()
+    again = watch.wait_for_change(job, watch.fingerprint(row), db=db, max_wait=0.3)
+    assert 0.3 <= time.monotonic() - start < 1.5 and watch.fingerprint(again) == watch.fingerprint(row)
+    threading.Timer(0.1, report, args=(db, job, agents, "sub_1", "completed", "z")).start()
+    changed = watch.wait_for_change(job, watch.fingerprint(row), db=db, max_wait=5)
+    assert changed["sub_tasks"][0]["result"] == "z"
+
+
+def test_watch_of_an_unknown_job_is_an_error(brain):
+    proc = brain("job", "watch", "nosuchjob")
+    assert proc.returncode == 1 and "not found" in proc.stderr
+
+
+@pytest.mark.sqlite_only
+def test_watch_is_documented_in_help(brain):
+    out = brain.ok("job", "watch", "--help")
+    assert "exit 0 all completed, 1 some failed, 130 Ctrl-C" in " ".join(out.split())
