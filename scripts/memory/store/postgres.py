@@ -342,38 +342,65 @@ class PostgresStore:
 
     # -- the contract --------------------------------------------------------
 
-    def read(self, job_id):
+    def _query(self, sql, params=()):
+        """A read in autocommit; a connection found dead is replaced once (reads are safe to repeat)."""
         with self._mutex:
-            try:
-                row = self._connection().execute(_SELECT + " WHERE job_id = %s", (job_id,)).fetchone()
-            except self._psycopg.Error as exc:
-                raise self._translate(exc) from None
-        return _decode(row) if row else None
+            for attempt in (1, 2):
+                try:
+                    return self._connection().execute(sql, params).fetchall()
+                except self._psycopg.OperationalError as exc:
+                    if attempt == 2 or not self._conn.broken:
+                        raise self._translate(exc) from None
+                except self._psycopg.Error as exc:
+                    raise self._translate(exc) from None
+
+    def read(self, job_id):
+        rows = self._query(_SELECT + " WHERE job_id = %s", (job_id,))
+        return _decode(rows[0]) if rows else None
 
     def read_all(self, active_only=False):
         where = " WHERE status IN ('pending', 'running')" if active_only else ""
-        with self._mutex:
+        return [_decode(r) for r in self._query(_SELECT + where + ' ORDER BY created_at DESC, job_id COLLATE "C"')]
+
+    def _begin(self):
+        """``BEGIN`` on a live connection: one found dead (server restart, dropped session) is replaced
+        once, which is safe because nothing of the transaction has happened yet."""
+        for attempt in (1, 2):
+            conn = self._connection()
             try:
-                rows = self._connection().execute(
-                    _SELECT + where + ' ORDER BY created_at DESC, job_id COLLATE "C"').fetchall()
-            except self._psycopg.Error as exc:
-                raise self._translate(exc) from None
-        return [_decode(r) for r in rows]
+                conn.execute("BEGIN")
+                return conn
+            except self._psycopg.OperationalError:
+                if attempt == 2 or not conn.broken:
+                    raise
 
     @contextmanager
     def write(self):
         with self._mutex:
             try:
-                conn = self._connection()
-                with conn.transaction():
-                    tx = _Transaction(conn)
-                    yield tx
-                    if tx.changed:
-                        # Delivered at commit, to every LISTENing session (see ``wait``).
-                        payload = ",".join(tx.changed) if len(tx.changed) <= 100 else "*"
-                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                conn = self._begin()
             except self._psycopg.Error as exc:
                 raise self._translate(exc) from None
+            try:
+                tx = _Transaction(conn)
+                yield tx
+                if tx.changed:
+                    # Delivered at commit, to every LISTENing session (see ``wait``).
+                    payload = ",".join(tx.changed) if len(tx.changed) <= 100 else "*"
+                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                conn.execute("COMMIT")
+            except self._psycopg.Error as exc:
+                self._rollback(conn)
+                raise self._translate(exc) from None
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    def _rollback(self, conn):
+        try:
+            conn.execute("ROLLBACK")
+        except self._psycopg.Error:
+            pass  # the connection is gone, and the server rolled the transaction back with it
 
     def wait(self, timeout: float) -> bool:
         """Block until another writer commits (``NOTIFY``) or ``timeout`` passes."""
