@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -315,3 +316,34 @@ def test_worker_usage_errors(brain):
     proc = brain("worker", "--executor", "shell", "--drain")
     assert proc.returncode == 2 and "--allow-shell" in proc.stderr
     assert "BRAIN_DATABASE_URL" in brain.ok("worker", "--help")
+
+
+def test_watch_sleeps_until_a_commit_instead_of_polling(monkeypatch):
+    from scripts.memory import watch
+
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
+    reads = []
+    real_get_job = jobs.get_job
+    monkeypatch.setattr(jobs, "get_job", lambda *a, **k: reads.append(1) or real_get_job(*a, **k))
+    row = jobs.get_job(job)
+    reads.clear()
+    started = time.monotonic()
+    watch.wait_for_change(job, watch.fingerprint(row), max_wait=1.5)  # nothing happens
+    assert 1.4 < time.monotonic() - started < 2.5
+    assert len(reads) <= 5  # a look when listening starts, then one per POLL_MAX; polling read ~8 times
+
+    reported = {}
+
+    def report_soon():
+        time.sleep(0.6)
+        subprocess.run([sys.executable, str(BRAIN), "job", "update", job, "sub_1", "--status", "completed"],
+                       check=True, timeout=60, capture_output=True)
+        reported["at"] = time.monotonic()  # the commit happened just before the process exited
+
+    thread = threading.Thread(target=report_soon)
+    thread.start()
+    row = watch.wait_for_change(job, watch.fingerprint(row), max_wait=30)
+    woke = time.monotonic()
+    thread.join(30)
+    assert row["sub_tasks"][0]["status"] == "completed"
+    assert woke - reported["at"] < 0.3

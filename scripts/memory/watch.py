@@ -21,7 +21,6 @@ import time
 from . import clock, jobs, render
 from .validate import FINAL
 
-POLL_FIRST = 0.05   # seconds: first re-read after a change (runners report in bursts)
 POLL_MAX = 0.5      # seconds: the longest pause between two reads
 BAR_WIDTH = 24
 
@@ -33,18 +32,18 @@ def fingerprint(row) -> tuple:
 def wait_for_change(job_id, previous, db=None, max_wait=5.0):
     """Return the job's row once its fingerprint differs from ``previous``, or after ``max_wait`` seconds.
 
-    Polls the store, backing off from POLL_FIRST to POLL_MAX. The one
-    place ``watch`` waits.
+    Between two reads it sleeps until a write is committed to the store
+    (``jobs.wait_for_commit``: PostgreSQL LISTEN/NOTIFY, SQLite's data
+    version), at most POLL_MAX, since a deadline passing commits nothing.
+    The one place ``watch`` waits.
     """
     end = time.monotonic() + max_wait
-    pause = POLL_FIRST
     while True:
         row = jobs.get_job(job_id, db=db)
         left = end - time.monotonic()
         if fingerprint(row) != previous or left <= 0:
             return row
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, POLL_MAX)
+        jobs.wait_for_commit(min(POLL_MAX, left), db=db)
 
 
 def finished(row) -> bool:
