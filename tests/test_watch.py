@@ -178,6 +178,15 @@ def test_the_wait_is_one_bounded_function(db):
     assert changed["sub_tasks"][0]["result"] == "z"
 
 
+def test_a_normal_job_is_watched_until_its_own_status_is_final(db):
+    job = jobs.create_job(300, {"prompt": "p"}, db=db)
+    threading.Timer(0.2, jobs.set_job_status, args=(job, "running"), kwargs={"db": db}).start()
+    threading.Timer(0.4, jobs.set_job_status, args=(job, "failed"), kwargs={"db": db}).start()
+    out = io.StringIO()
+    assert watch.watch(job, out, db=db, tty=False) == 1
+    assert out.getvalue().splitlines()[-1] == f"job {job} failed: 0 completed, 0 failed"
+
+
 def test_watch_of_an_unknown_job_is_an_error(brain):
     proc = brain("job", "watch", "nosuchjob")
     assert proc.returncode == 1 and "not found" in proc.stderr

@@ -47,7 +47,9 @@ def wait_for_change(job_id, previous, db=None, max_wait=5.0):
 
 
 def finished(row) -> bool:
-    return row["status"] in FINAL or all(s["status"] in FINAL for s in row["sub_tasks"])
+    """Every sub-task is final (a normal job, without sub-tasks: the job itself is)."""
+    subs = row["sub_tasks"]
+    return row["status"] in FINAL or bool(subs) and all(s["status"] in FINAL for s in subs)
 
 
 def exit_code(row) -> int:
