@@ -19,6 +19,8 @@ EPILOG = """examples:
   brain job dispatch $job --json
   brain job update $job sub_1 --agent-id ID --status completed --result "[200 OK]"
   brain job subtasks $job
+  brain job dispatch $job --executor http --base-url http://127.0.0.1:8080   # headless, no host
+  brain job watch $job
   brain job consolidate $job --json | jq '.results | map(select(.status == "completed")) | length'
 
 exit codes: 0 success, 1 operational error, 2 usage or invalid input
