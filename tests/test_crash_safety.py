@@ -385,6 +385,23 @@ def test_a_read_only_file_gives_a_clear_error_and_loses_nothing(db, brain):
     brain.ok("job", "update", job, "sub_2", "--status", "completed", "--result", "new")
 
 
+def test_an_overdue_job_in_a_read_only_store_can_still_be_read(db, brain, fake_clock):
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["a", "b"], db=db)
+    agent = jobs.parse_subtask_prompt(jobs.dispatch_job(job, timeout=10, db=db)["agent_calls"][0]["prompt"])[2]
+    jobs.update_subtask_status(job, "sub_1", "completed", "kept", agent_id=agent, db=db)
+    jobs.close_stores()
+    digest = sha256(db)
+    fake_clock.advance(11)  # sub_2 is overdue: a read would normally store the timeout
+    undo = _make_read_only(db)
+    try:
+        shown = brain.json("job", "consolidate", job)
+        assert [r["status"] for r in shown["results"]] == ["completed", "failed"]
+        assert shown["results"][0]["result"] == "kept" and shown["results"][1]["result"].startswith("timed out")
+        assert sha256(db) == digest
+    finally:
+        undo()
+
+
 # -- a held lock ----------------------------------------------------------------------------
 
 def test_a_held_lock_times_out_with_advice_and_does_not_hang(db, brain):

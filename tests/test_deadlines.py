@@ -62,6 +62,8 @@ def test_deadline_is_never_beyond_the_ttl(db, fake_clock, brain):
     expires = jobs.get_job(job, db=db)["expires_at"]
     brain.json("job", "dispatch", job, "--timeout", "100000")
     assert {s["deadline"] for s in brain.json("job", "subtasks", job)} == {expires}
+    # History records the timeout that applies, not the one asked for.
+    assert brain.json("job", "history", job)[-1]["timeout"] == 300
 
     # With less than a second of TTL left, the default still stops at the TTL.
     other = new_job(db, n=1, ttl=10)
@@ -141,7 +143,7 @@ def test_a_write_applies_the_deadline_in_the_same_transaction(db, fake_clock):
     assert final["results"][0]["result"].startswith("timed out")
 
 
-def test_late_report_after_the_deadline_is_refused_and_changes_nothing(db, fake_clock, brain):
+def test_late_report_after_the_deadline_is_refused_and_kept_only_in_history(db, fake_clock, brain):
     job = new_job(db, n=1)
     ids = agents(jobs.dispatch_job(job, timeout=5, db=db))
     fake_clock.advance(5)
@@ -150,8 +152,18 @@ def test_late_report_after_the_deadline_is_refused_and_changes_nothing(db, fake_
     proc = brain("job", "update", job, "sub_1", "--status", "completed", "--result", "too late",
                  "--agent-id", ids["sub_1"])
     assert proc.returncode == 1
-    assert proc.stderr == "brain: error: sub_1 is already failed; nothing leaves failed except a retry (brain job retry)\n"
-    assert store_snapshot(db) == before
+    assert proc.stderr.startswith("brain: error: sub_1 is already failed (timed out: no report by ")
+    assert "kept in the job's history only" in proc.stderr
+    after = store_snapshot(db)
+    # Nothing changed but one history event that keeps the late answer.
+    assert [dict(r, history=r["history"][:-1]) for r in after] == before
+    late = after[0]["history"][-1]
+    assert (late["event"], late["result"], late["agent_id"]) == ("late_report", "too late", ids["sub_1"])
+    assert after[0]["sub_tasks"][0]["status"] == "failed"
+    # Without a result there is nothing to keep: a plain refusal that changes nothing.
+    proc = brain("job", "update", job, "sub_1", "--status", "completed", "--agent-id", ids["sub_1"])
+    assert proc.returncode == 1 and "already failed" in proc.stderr
+    assert store_snapshot(db) == after
 
 
 def test_consolidation_never_waits_on_a_stuck_subtask(db, fake_clock, brain):

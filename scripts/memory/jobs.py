@@ -16,7 +16,7 @@ import secrets
 
 from . import prompts, state, validate
 from .clock import iso, now as _now
-from .errors import BrainError, InvalidInput, NotFound
+from .errors import BrainError, InvalidInput, NotFound, StoreError
 from .store import open_store
 
 DEFAULT_RETENTION = 3600
@@ -103,8 +103,14 @@ def _read(job_id, db=None) -> dict:
     row = _store(db).read(job_id)
     if row is None:
         raise _not_found(job_id)
-    if state.needs_sweep(row, _now()):
-        row, _ = _mutate(job_id, lambda r, n: None, db)
+    now = _now()
+    if state.needs_sweep(row, now):
+        try:
+            row, _ = _mutate(job_id, lambda r, n: None, db)
+        except StoreError:
+            # A read-only or full store can still be read: show what the
+            # sweep would store, without storing it.
+            state.sweep(row, now)
     return row
 
 
@@ -252,7 +258,10 @@ def consolidate_subtask_results(job_id, db=None) -> dict:
     row = _read(job_id, db)
     if row["consolidated_result"] is not None:
         if state.unread(row):
-            _mutate(job_id, state.mark_read, db)
+            try:
+                _mutate(job_id, state.mark_read, db)
+            except StoreError:
+                pass  # the note is a courtesy to the Stop hook; reading must not fail for it
         return row["consolidated_result"]
     return state.summary(row, _now())
 

@@ -224,6 +224,17 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
                 "--agent-id from its prompt (a person may override with --force)"
             )
     if status not in TRANSITIONS[sub["status"]]:
+        if sub["status"] == "failed" and agent_id is not None and agent_id in owners and result is not None:
+            # The owner answered after its deadline: keep the answer where a
+            # person can find it, without reopening the sub-task.
+            row["history"].append(
+                event(now, "late_report", sub_task_id=sub_task_id, status=status, agent_id=agent_id, result=result)
+            )
+            raise Refusal(
+                f"{sub_task_id} is already failed ({sub['result']}); your result was kept in the job's "
+                "history only (brain job history); a retry runs the sub-task again",
+                recorded=True,
+            )
         raise InvalidTransition(_transition_message(sub_task_id, sub["status"], status))
     sub["status"] = status
     if result is not None:
@@ -266,7 +277,8 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
             f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
             f"{row['job_id']} (failed ones can be retried with brain job retry)"
         )
-    timeout = timeout or default_timeout(row, now)
+    # Never beyond the TTL: the effective timeout is what history records.
+    timeout = min(timeout or default_timeout(row, now), max(1, int(epoch(row["expires_at"]) - now)))
     deadline = iso(min(now + timeout, epoch(row["expires_at"])))
     prefix = f"agent_{model}" if executor == "host" else f"agent_{executor}"
     for sub in pending:
