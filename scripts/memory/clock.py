@@ -9,7 +9,6 @@ subprocesses) or by calling :func:`set_clock`.
 
 import os
 import time
-from datetime import datetime, timezone
 
 _override = None
 
@@ -30,14 +29,24 @@ def now() -> float:
     return time.time()
 
 
+_last = (None, None)
+
+
 def iso(epoch: float) -> str:
     """Epoch seconds to the stored text form."""
-    dt = datetime.fromtimestamp(epoch, timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    global _last
+    if _last[0] == epoch:  # one write formats the same instant many times
+        return _last[1]
+    millis = int(epoch * 1000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
+    _last = (epoch, text)
+    return text
 
 
 def epoch(text: str) -> float:
     """The stored text form back to epoch seconds."""
+    from datetime import datetime, timezone  # not on the report path
+
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 

@@ -12,10 +12,10 @@ Errors are the exceptions of ``errors``; their messages say what to do.
 """
 
 import os
-import secrets
 
 from . import prompts, state, validate
 from .clock import iso, now as _now
+from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
 from .store import open_store
 
@@ -135,7 +135,7 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
     if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
         raise InvalidInput("tools_required must be a list of names")
     now = _now()
-    job_id = secrets.token_hex(6)
+    job_id = _token(6)
     row = state.new_row(job_id, ttl, data, job_type, queries, tools, now)
     with _store(db).write() as tx:
         _housekeep(tx, now)

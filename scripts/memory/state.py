@@ -13,10 +13,10 @@ worker, linked by the plugin) and ``past_agents`` (identities of superseded
 attempts, which stay refused).
 """
 
-import secrets
 
 from . import validate
 from .clock import epoch, iso
+from .ids import token as _token
 from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
 
 DISTRIBUTED = "distributed_search"
@@ -284,7 +284,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
     for sub in pending:
         _leave_pool(sub)
         sub["status"] = "running"
-        sub["agent_id"] = f"{prefix}_{secrets.token_hex(3)}"
+        sub["agent_id"] = f"{prefix}_{_token(3)}"
         sub["deadline"] = deadline
         sub["updated_at"] = iso(now)
     row["iteration"] += 1
@@ -489,7 +489,7 @@ def claim(row, pool, worker, lease, now):
                 continue
             sub["attempt"] += 1
         timeout = sub.get("timeout") or default_timeout(row, now)
-        sub.update(status="running", agent_id=f"agent_{pool}_{secrets.token_hex(3)}", worker=worker,
+        sub.update(status="running", agent_id=f"agent_{pool}_{_token(3)}", worker=worker,
                    lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
                    updated_at=stamp)
         row["history"].append(event(now, "claim", sub_task_id=sub["sub_task_id"], agent_id=sub["agent_id"],
