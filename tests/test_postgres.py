@@ -57,7 +57,8 @@ def _scenario(db):
 
 
 def test_rows_come_back_identical_to_sqlite_key_order_included(db, tmp_path, monkeypatch):
-    monkeypatch.setattr("secrets.token_hex", lambda n=None: "ab" * (n or 6))  # same ids and identities
+    for module in (jobs, jobs.state):  # the same ids and identities on both stores
+        monkeypatch.setattr(module, "_token", lambda n: "ab" * n)
     lite = str(tmp_path / "twin" / "jobs.db")
     pg_row = jobs.get_job(_scenario(db), db=db)
     jobs.close_stores()
@@ -232,3 +233,19 @@ def test_the_store_refuses_to_open_when_the_schema_cannot_be_chosen(monkeypatch)
     url = PG_URL + ("&" if "?" in PG_URL else "?") + "options=-csearch_path%3Dno_such_schema_x"
     with pytest.raises(StoreError, match="no schema to create the jobs table in"):
         open_store(url)
+
+
+def test_lock_timeout_zero_means_do_not_wait(pg, db, monkeypatch):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
+    jobs.close_stores()
+    monkeypatch.setenv("BRAIN_LOCK_TIMEOUT", "0")  # PostgreSQL's own 0 would mean "wait for ever"
+    with pg.transaction():
+        pg.execute("SELECT 1 FROM jobs WHERE job_id = %s FOR UPDATE", (job,))
+        started = time.monotonic()
+        with pytest.raises(StoreBusy):
+            jobs.update_subtask_status(job, "sub_1", "completed", "x")
+        assert time.monotonic() - started < 1
+    monkeypatch.setenv("BRAIN_LOCK_TIMEOUT", "soon")
+    jobs.close_stores()
+    with pytest.raises(InvalidInput, match="BRAIN_LOCK_TIMEOUT"):
+        jobs.get_job(job)

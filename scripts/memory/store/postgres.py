@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
+from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
 
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 TIME_COLUMNS = ("created_at", "expires_at")
@@ -231,9 +232,7 @@ class PostgresStore:
         self._psycopg = _import_psycopg()
         self.url, schema = split_url(url)
         self.where = _where(url)
-        self.lock_timeout = lock_timeout if lock_timeout is not None else float(
-            os.environ.get("BRAIN_LOCK_TIMEOUT", "10")
-        )
+        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
         self._requested_schema = schema
         self.schema = schema or "public"
         self._mutex = threading.RLock()
@@ -252,8 +251,10 @@ class PostgresStore:
     # -- connections -------------------------------------------------------
 
     def _connect(self):
-        options = [f"-c lock_timeout={int(self.lock_timeout * 1000)}",
-                   f"-c statement_timeout={int(self.lock_timeout * 3000)}",
+        # 0 means "do not wait" here but "no limit" to PostgreSQL: 1 ms is the nearest bound.
+        # A statement may run longer than a lock wait, never without bound.
+        lock_ms = max(1, int(self.lock_timeout * 1000))
+        options = [f"-c lock_timeout={lock_ms}", f"-c statement_timeout={max(5000, 3 * lock_ms)}",
                    "-c TimeZone=UTC"]
         if self._requested_schema:
             options.append(f"-c search_path={self._requested_schema}")
@@ -261,7 +262,7 @@ class PostgresStore:
         if info.get("options"):
             options.insert(0, info["options"])
         info["options"] = " ".join(options)
-        info.setdefault("connect_timeout", str(max(1, int(self.lock_timeout))))
+        info.setdefault("connect_timeout", str(min(30, max(2, int(self.lock_timeout)))))
         info.setdefault("application_name", "brain-jobs")
         try:
             return self._psycopg.connect(autocommit=True, **info)
