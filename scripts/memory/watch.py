@@ -11,8 +11,7 @@ error; 2 usage; 130 interrupted with Ctrl-C before the end.
 
 Reading the job applies deadlines and expiry, so a watched job whose
 runner died still ends, at its deadline. All waiting happens in
-``wait_for_change``: a backend that can notify (PostgreSQL LISTEN/NOTIFY)
-can replace that one function.
+``wait_for_change``.
 """
 
 import json
