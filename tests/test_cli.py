@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 
 from conftest import BRAIN, ROOT
 from scripts.memory import jobs, prompts

@@ -146,3 +146,27 @@ def test_a_refused_dispatch_starts_no_runner(server, db, tmp_path, brain_home):
     for name in os.listdir(logs):  # a runner was started and stopped: it did nothing
         assert "executor" not in open(os.path.join(logs, name)).read()
     assert server.hits == []
+
+
+def test_reports_of_one_batch_are_applied_one_by_one_in_one_transaction(db):
+    """update_subtasks: each report checked alone; a refused one does not stop the others."""
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["a", "b", "c"], db=db)
+    out = jobs.dispatch_job(job, db=db)
+    ids = {s: a for _, s, a in (jobs.parse_subtask_prompt(c["prompt"]) for c in out["agent_calls"])}
+    before = len(jobs.get_history(job, db=db))
+    outcomes = jobs.update_subtasks(job, [
+        {"sub_task_id": "sub_1", "status": "completed", "result": "one", "agent_id": ids["sub_1"]},
+        {"sub_task_id": "sub_2", "status": "completed", "result": "stolen", "agent_id": "agent_x_000000"},
+        {"sub_task_id": "sub_9", "status": "completed", "result": "nope", "agent_id": ids["sub_3"]},
+        {"sub_task_id": "../x", "status": "completed"},
+        {"sub_task_id": "sub_3", "status": "failed", "result": "three", "agent_id": ids["sub_3"]},
+    ], db=db)
+    assert outcomes[0]["status"] == "completed" and outcomes[4]["result"] == "three"
+    assert [type(o).__name__ for o in outcomes[1:4]] == ["Refusal", "NotFound", "InvalidInput"]
+    row = jobs.get_job(job, db=db)
+    assert [s["status"] for s in row["sub_tasks"]] == ["completed", "running", "failed"]
+    assert [e["event"] for e in row["history"][before:]] == ["report", "report"]
+    # The last report of a batch still decides the fan-in in the same transaction.
+    jobs.update_subtasks(job, [{"sub_task_id": "sub_2", "status": "completed", "result": "two",
+                                "agent_id": ids["sub_2"]}], db=db)
+    assert jobs.get_job(job, db=db)["consolidated_result"]["completed"] == 2

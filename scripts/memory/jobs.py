@@ -224,6 +224,42 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     return sub
 
 
+def update_subtasks(job_id, reports, db=None) -> list:
+    """Several workers' reports on one job, in one transaction (a runner's batch).
+
+    ``reports`` holds dicts with ``sub_task_id, status`` and optionally
+    ``result, agent_id``. Each is checked and applied on its own, exactly as
+    :func:`update_subtask_status` would; one refused report does not stop
+    the others. Returns, per report, the updated sub-task or the
+    ``BrainError`` that refused it. One commit for many reports is what
+    lets a runner keep up with fast sub-tasks on large jobs.
+    """
+    checked = []
+    for r in reports:
+        try:
+            checked.append((validate.sub_task_id(r.get("sub_task_id")), validate.status(r.get("status")),
+                            validate.result(r.get("result")), validate.agent_id(r.get("agent_id"))))
+        except BrainError as exc:
+            checked.append(exc)
+
+    def apply(row, now):
+        outcomes = []
+        for item in checked:
+            if isinstance(item, BrainError):
+                outcomes.append(item)
+                continue
+            try:
+                outcomes.append(dict(state.report(row, *item, False, now)))
+            except BrainError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    if not checked:
+        return []
+    _, outcomes = _mutate(job_id, apply, db)
+    return outcomes
+
+
 def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None,
                  runner=None) -> dict:
     """Mark every pending sub-task running, each with its own worker identity

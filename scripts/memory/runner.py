@@ -16,12 +16,11 @@ sub-tasks are simply never reported and time out at their deadline.
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from . import executors, jobs, render, validate
@@ -45,7 +44,7 @@ def log_dir(db=None) -> str:
 def _open_log(job_id, db):
     directory = log_dir(db)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"job_{job_id}-{secrets.token_hex(3)}.log")
+    path = os.path.join(directory, f"job_{job_id}-{os.urandom(3).hex()}.log")
     return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
@@ -143,29 +142,51 @@ def run_here(job_id, executor, *, settings, model="haiku", files=None, timeout=N
 _log_lock = threading.Lock()
 
 
-def log(message) -> None:
+def log(*messages) -> None:
+    """One timestamped line per message, written and flushed together."""
+    stamp = now_iso()
     with _log_lock:
-        sys.stdout.write(f"{now_iso()} {render.printable(message)}\n")
+        sys.stdout.write("".join(f"{stamp} {render.printable(m)}\n" for m in messages))
         sys.stdout.flush()
 
 
-def _still_ours(order, task) -> bool:
-    """False when the sub-task was cancelled, timed out, retried or reported meanwhile."""
-    try:
-        row = jobs.get_job(order["job_id"], db=order["db"])
-    except BrainError as exc:
-        log(f"{task['sub_task_id']}: skipped: {exc}")
+class _Ownership:
+    """Which sub-tasks are still this runner's, without re-reading the job for each one.
+
+    A sub-task stops being ours when we report it, or when someone else
+    cancels, retries or times it out. The job is read again only when some
+    connection has committed since the last read (``jobs.wait_for_commit``
+    with no wait: SQLite's data version, PostgreSQL's NOTIFY), so checking
+    before each start costs nothing while nothing changes.
+    """
+
+    def __init__(self, order):
+        self._order = order
+        self._lock = threading.Lock()
+        self._owned = {}
+
+    def check(self, task) -> bool:
+        with self._lock:
+            try:
+                if jobs.wait_for_commit(0, db=self._order["db"]):
+                    row = jobs.get_job(self._order["job_id"], db=self._order["db"])
+                    self._owned = {s["sub_task_id"]: (s["status"], s["agent_id"]) for s in row["sub_tasks"]}
+            except BrainError as exc:
+                log(f"{task['sub_task_id']}: skipped: {exc}")
+                return False
+            status, agent = self._owned.get(task["sub_task_id"], (None, None))
+        if status == "running" and agent == task["agent_id"]:
+            return True
+        log(f"{task['sub_task_id']}: skipped: it is {status} (no longer this runner's)")
         return False
-    for sub in row["sub_tasks"]:
-        if sub["sub_task_id"] == task["sub_task_id"]:
-            if sub["status"] == "running" and sub["agent_id"] == task["agent_id"]:
-                return True
-            log(f"{task['sub_task_id']}: skipped: it is {sub['status']} (no longer this runner's)")
-    return False
+
+    def release(self, sub_task_id):
+        with self._lock:
+            self._owned[sub_task_id] = ("reported", None)
 
 
-def _attempt(executor, order, task):
-    if not _still_ours(order, task):
+def _attempt(executor, ownership, task):
+    if not ownership.check(task):
         return None
     try:
         return "completed", executor.run(task["query"], task)
@@ -187,6 +208,24 @@ def _report(order, task, status, result) -> bool:
     return True
 
 
+def _report_batch(order, batch, ownership) -> None:
+    """Report every finished task of ``batch`` (task, status, result) in one transaction."""
+    reports = [{"sub_task_id": t["sub_task_id"], "status": st, "result": r, "agent_id": t["agent_id"]}
+               for t, st, r in batch]
+    try:
+        outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"])
+    except BrainError as exc:  # the whole job is gone, expired or the store is unusable
+        outcomes = [exc] * len(batch)
+    lines = []
+    for (task, status, result), outcome in zip(batch, outcomes):
+        ownership.release(task["sub_task_id"])
+        if isinstance(outcome, BrainError):
+            lines.append(f"{task['sub_task_id']}: report not stored: {outcome}")
+        else:
+            lines.append(f"{task['sub_task_id']} {status}: {validate.result(result)}")
+    log(*lines)
+
+
 def run(order) -> int:
     """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
     tasks = order["tasks"]
@@ -205,15 +244,23 @@ def run(order) -> int:
             _report(order, task, "failed", f"executor {order['executor']} unavailable: {exc}")
         return len(tasks)
     failed = 0
+    ownership = _Ownership(order)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
-            futures = {pool.submit(_attempt, executor, order, task): task for task in tasks}
-            # Reports are made here, one at a time, as results arrive.
-            for future in as_completed(futures):
-                outcome = future.result()
-                if outcome is not None:
-                    failed += outcome[0] == "failed"
-                    _report(order, futures[future], *outcome)
+            pending = {pool.submit(_attempt, executor, ownership, task): task for task in tasks}
+            while pending:
+                # Everything that finished while the last batch was being
+                # stored goes into the next one: one commit for many reports.
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                batch = []
+                for future in done:
+                    task = pending.pop(future)
+                    outcome = future.result()
+                    if outcome is not None:
+                        failed += outcome[0] == "failed"
+                        batch.append((task, *outcome))
+                if batch:
+                    _report_batch(order, batch, ownership)
     finally:
         executor.close()
     log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")
