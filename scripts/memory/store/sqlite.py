@@ -52,18 +52,21 @@ def _migration_1(conn):
 MIGRATIONS = (_migration_1,)
 
 
+# One encoder and decoder for every write: json.dumps/loads with options
+# build a new one per call, a measurable share of a report.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
+
+
 def _encode(row: dict) -> tuple:
-    return tuple(
-        json.dumps(row[c], separators=(",", ":"), ensure_ascii=False) if c in JSON_COLUMNS else row[c]
-        for c in COLUMNS
-    )
+    return tuple(_dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
 
 
 def _decode(values) -> dict:
     row = dict(zip(COLUMNS, values))
     for c in JSON_COLUMNS:
         if row[c] is not None:
-            row[c] = json.loads(row[c])
+            row[c] = _loads(row[c])
     return row
 
 
