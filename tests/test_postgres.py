@@ -249,3 +249,20 @@ def test_lock_timeout_zero_means_do_not_wait(pg, db, monkeypatch):
     jobs.close_stores()
     with pytest.raises(InvalidInput, match="BRAIN_LOCK_TIMEOUT"):
         jobs.get_job(job)
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_a_server_the_postgres_run_skips_saying_why_except_in_ci(ci, tmp_path):
+    env = dict(os.environ, BRAIN_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:1/test", CI=ci,
+               BRAIN_TEST_BACKENDS="sqlite,postgres")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rsfE", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+         str(ROOT / "tests" / "test_worker.py") + "::test_queue_refuses_what_it_cannot_queue"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout
+    assert "cannot reach postgresql://postgres@127.0.0.1:1/test" in out, out
+    if ci:
+        assert proc.returncode == 1 and "1 passed, 1 error" in out and "PostgreSQL is required in CI" in out
+    else:
+        assert proc.returncode == 0 and "1 passed, 1 skipped" in out and "PostgreSQL run skipped" in out
