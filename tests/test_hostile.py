@@ -94,6 +94,8 @@ API_CASES = [
     (lambda j: jobs.create_job_with_subtasks(True, {"prompt": "p"}, ["a"]), InvalidInput, "whole number"),
     (lambda j: jobs.create_job_with_subtasks(60, "nope", ["a"]), InvalidInput, "not valid JSON"),
     (lambda j: jobs.create_job_with_subtasks(60, {"x": float("nan")}, ["a"]), InvalidInput, "JSON"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "nested": ["a\x00b"]}), InvalidInput, "NUL"),
+    (lambda j: jobs.create_job(60, {"key\x00": 1}), InvalidInput, "NUL"),
     (lambda j: jobs.get_job(None), InvalidInput, "must be a string"),
     (lambda j: jobs.get_job("a" * 65), InvalidInput, "invalid job id"),
     (lambda j: jobs.get_job("abcdef"), NotFound, "not found"),

@@ -163,7 +163,20 @@ def data(value) -> dict:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"data is not JSON-serialisable: {exc}")
+    if _has_nul(value):
+        # SQLite would keep it and PostgreSQL's jsonb refuses it: refuse it on both.
+        raise InvalidInput("data contains a NUL character: remove it")
     return value
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def printable(value, limit: int = 60) -> str:
