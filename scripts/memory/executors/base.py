@@ -69,6 +69,29 @@ class Executor:
         """Release what ``run`` opened (clients, connections)."""
 
 
+def run_bounded(command, timeout: float, what: str, **popen) -> tuple:
+    """Run ``command`` in its own process group; return ``(returncode, stdout bytes, stderr bytes)``.
+
+    Past ``timeout`` seconds the whole group is killed (a shell's children
+    too) and ``Failed("<what> timed out after Ns")`` is raised.
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            start_new_session=True, **popen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise Failed(f"{what} timed out after {timeout:g}s") from None
+    return proc.returncode, out or b"", err or b""
+
+
 def first_line(text: str) -> str:
     for line in (text or "").splitlines():
         if line.strip():

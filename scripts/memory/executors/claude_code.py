@@ -13,13 +13,12 @@ the sub-task. Dispatch refuses this executor when ``claude`` is not on PATH.
 
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 from .. import prompts
 from ..config import model_id
-from .base import Executor as _Base, Failed, first_line, unavailable
+from .base import Executor as _Base, Failed, first_line, run_bounded, unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
 ALLOWED_TOOLS = "Read Grep Glob Bash(brain job update:*)"
@@ -83,20 +82,11 @@ class Executor(_Base):
                 "--append-system-prompt", worker_instructions(),
                 "--allowedTools", ALLOWED_TOOLS, "--output-format", "text"]
         timeout = self.ctx.time_left(self.ctx.settings.get("claude_timeout", 300.0))
-        proc = subprocess.Popen(argv, cwd=self.ctx.workdir, env=self._env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            raise Failed(f"claude -p timed out after {timeout:g}s") from None
+        code, out, err = run_bounded(argv, timeout, "claude -p", cwd=self.ctx.workdir, env=self._env(),
+                                     stderr=subprocess.PIPE)
         out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise Failed(f"claude exited {proc.returncode}: {first_line(err) or first_line(out) or 'no output'}")
+        if code != 0:
+            raise Failed(f"claude exited {code}: {first_line(err) or first_line(out) or 'no output'}")
         answer = " ".join(out.split())
         if not answer:
             raise Failed("claude -p printed no answer")

@@ -8,12 +8,10 @@ a non-zero exit or the timeout (``shell_timeout``, default 30 s) fails the
 sub-task, and the whole process group is killed on timeout.
 """
 
-import os
-import signal
 import subprocess
 
 from ..errors import InvalidInput
-from .base import Executor as _Base, Failed, first_line
+from .base import Executor as _Base, Failed, first_line, run_bounded
 
 
 class Executor(_Base):
@@ -28,21 +26,10 @@ class Executor(_Base):
         if not self.ctx.allow_shell:  # the runner re-checks: the opt-in travels with the order
             raise Failed("shell executor not allowed (dispatch without --allow-shell)")
         timeout = self.ctx.time_left(self.ctx.settings.get("shell_timeout", 30.0))
-        proc = subprocess.Popen(
-            query, shell=True, cwd=self.ctx.workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            raise Failed(f"timed out after {timeout:g}s") from None
+        code, out, _ = run_bounded(query, timeout, "the command", shell=True, cwd=self.ctx.workdir,
+                                   stderr=subprocess.STDOUT)
         line = first_line(out.decode("utf-8", "replace"))
-        text = f"exit {proc.returncode}" + (f": {line}" if line else "")
-        if proc.returncode != 0:
+        text = f"exit {code}" + (f": {line}" if line else "")
+        if code != 0:
             raise Failed(text)
         return text
