@@ -112,6 +112,16 @@ def row_headless(scale, figures, rows):
                  f"Huey consumer + 2 workers {_f(out['huey_consumer_peak_rss_mib'], ' MiB')}", "", "", "INFO"))
 
 
+def row_hooks(scale, figures, rows):
+    from . import hooks_time
+
+    out = figures["7_hooks"] = hooks_time.run(rounds=scale["latency_rounds"])
+    for name, x in out["hooks"].items():
+        rows.append(("7", f"ready plugin hook `{name}` (hooks/run, as the host starts it)", _f(x["median_ms"], " ms"),
+                     f"`python -c pass` {_f(out['python_pass_ms'], ' ms')}", f"{x['ratio_to_pass']:.2f}x",
+                     "< 100 ms", _verdict(x["goal_met"])))
+
+
 def row_postgres(scale, figures, rows):
     from . import contended
 
@@ -149,7 +159,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not the issue's numbers)")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="rows to run, e.g. 1,3 (6 comes with 4)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="rows to run, e.g. 1,3 (6 comes with 4)")
     parser.add_argument("--synchronous", default="FULL", choices=("OFF", "NORMAL", "FULL", "EXTRA"),
                         help="SQLite synchronous for brain and the raw limit (default FULL, brain's default)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS, "latest.json"), help="JSON figures file")
@@ -165,7 +175,8 @@ def main(argv=None) -> int:
              ("2", lambda: row_contended(scale, figures, rows, args.synchronous)),
              ("3", lambda: row_fanout(scale, figures, rows, args.synchronous)),
              ("4", lambda: row_headless(scale, figures, rows)),
-             ("5", lambda: row_postgres(scale, figures, rows))]
+             ("5", lambda: row_postgres(scale, figures, rows)),
+             ("7", lambda: row_hooks(scale, figures, rows))]
     for key, step in steps:
         if key in only or (key == "4" and "6" in only):
             common.progress(f"row {key} ...")

@@ -5,8 +5,6 @@ against a real SQLite store in a temp dir."""
 import importlib
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -339,31 +337,27 @@ def test_session_start_respects_a_user_database_url(data, tmp_path, monkeypatch)
 
 
 @pytest.mark.sqlite_only
-def test_ready_hooks_start_fast(data, tmp_path):
-    """Under 100 ms of hook time once ready. Measured as the CPU time of the hook
-    process (user + sys), which other work on a shared 2-core machine does not
-    inflate; wall time is printed beside it (on an idle machine they agree)."""
+def test_a_ready_start_does_no_preparation_work(data, tmp_path):
+    """Once ready, a hook reads one small state file and runs: no probing of
+    packages, no process started, no state rewritten, no heavy import. (Its
+    time, under 100 ms, is measured by the benchmark, row 7, not asserted here.)"""
     (data / "python").unlink()  # let the first start choose the interpreter, as in the host
     env = {"CLAUDE_ENV_FILE": str(tmp_path / "env.sh")}
     payload = json.dumps(recorded("session_start.json", TMP="/tmp"))
     hook("session_start", payload, env)  # first start: chooses and records the interpreter
-    assert (data / "python").read_text().strip() == json.loads((data / "environment.json").read_text())["python"]
-    cpu, wall = {}, {}
-    for name, body in (("session_start", payload),
-                       ("pre_tool_use", json.dumps(recorded("pre_tool_use_worker_report.json", JOB="abc123",
-                                                            IDENTITY_1="a1", HOST_AGENT_1="h1", TMP="/tmp")))):
-        cpu_runs, wall_runs = [], []
-        for _ in range(5):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            started = time.perf_counter()
-            hook(name, body, env)
-            wall_runs.append(time.perf_counter() - started)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu_runs.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        cpu[name] = round(statistics.median(cpu_runs) * 1000, 1)
-        wall[name] = round(statistics.median(wall_runs) * 1000, 1)
-    print(f"hook time, median of 5 (ms): cpu {cpu}, wall {wall}")
-    assert all(ms < 100 for ms in cpu.values()), (cpu, wall)
+    state = data / "environment.json"
+    assert (data / "python").read_text().strip() == json.loads(state.read_text())["python"]
+    recorded_state = (state.read_text(), state.stat().st_mtime_ns)
+    report = json.dumps(recorded("pre_tool_use_worker_report.json", JOB="abc123", IDENTITY_1="a1",
+                                 HOST_AGENT_1="h1", TMP="/tmp"))
+    for name, body in (("session_start", payload), ("pre_tool_use", report)):
+        out, proc = hook(name, body, dict(env, PYTHONPROFILEIMPORTTIME="1"))
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+        assert imported, proc.stderr  # the import log was taken
+        assert not imported & {"subprocess", "venv", "ensurepip", "pip", "anthropic", "yaml", "psycopg",
+                                "argparse", "secrets"}, sorted(imported)
+        assert (state.read_text(), state.stat().st_mtime_ns) == recorded_state
+    assert out["hookSpecificOutput"]["permissionDecision"] == "allow"
 
 
 # -- never break the host ------------------------------------------------------------------
@@ -462,9 +456,10 @@ def test_missing_packages_are_prepared_into_a_venv(data, probe_requirements, mon
 @pytest.mark.sqlite_only
 def test_session_start_starts_preparation_in_the_background(data, probe_requirements, monkeypatch, tmp_path):
     monkeypatch.setenv("BRAIN_PIP_ARGS", f"--no-index --find-links {probe_requirements}")
-    started = time.monotonic()
     out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"), env={"CLAUDE_ENV_FILE": os.devnull})
-    assert time.monotonic() - started < 5  # the venv is built after the hook returned
+    # The hook has returned while the venv is still being built by a detached process.
+    state = json.loads((data / "environment.json").read_text())
+    assert state["status"] == "preparing" and state["pid"] != os.getpid()
     assert "preparing optional Python packages (brainjobs-probe)" in out["systemMessage"]
     deadline = time.monotonic() + 300
     while json.loads((data / "environment.json").read_text())["status"] == "preparing":

@@ -13,7 +13,6 @@ main agent's and the workers' requests in any order.
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
