@@ -1,0 +1,257 @@
+"""What each ``brain`` command does: one ``cmd_<name>(args)`` per command.
+
+Each takes the parsed arguments, calls the library and prints: data on
+stdout, hints on stderr. Errors are raised as ``BrainError``; ``cli.main``
+turns them into one line on stderr and an exit code.
+"""
+
+import json
+import os
+import sys
+
+from . import jobs, render
+from .errors import BrainError, InvalidInput
+
+
+def _emit_json(value) -> None:
+    if sys.stdout.isatty():
+        print(json.dumps(value, indent=2, ensure_ascii=False))
+    else:
+        print(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+def _hint(text) -> None:
+    print(text, file=sys.stderr)
+
+
+# -- commands ---------------------------------------------------------------
+
+def cmd_create(a):
+    data = jobs.validate.data(a.data)
+    data["prompt"] = a.prompt
+    if a.file:
+        data["files"] = a.file
+    if a.skills:
+        data["skills"] = a.skills
+    distributed = a.distributed or bool(a.subtask)
+    job_id = jobs.create_job(
+        a.ttl, data, job_type="distributed_search" if distributed else "normal",
+        subtasks=a.subtask if distributed else None, db=a.db,
+    )
+    if a.json:
+        _emit_json(jobs.get_job(job_id, db=a.db))
+        return
+    print(f"job_{job_id}")
+    if distributed:
+        _hint(f"{len(a.subtask)} sub-tasks pending; next: brain job dispatch {job_id}")
+
+
+def cmd_subtasks(a):
+    row = jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(row["sub_tasks"])
+    else:
+        print(render.subtasks(row["job_id"], row["sub_tasks"], colour=render.use_colour()))
+
+
+def cmd_update(a):
+    sub = jobs.update_subtask_status(
+        a.job, a.sub, a.status, result=a.result, agent_id=a.agent_id, force=a.force, db=a.db
+    )
+    if a.json:
+        _emit_json(sub)
+    else:
+        print(f"{sub['sub_task_id']}: {sub['status']}")
+
+
+def cmd_dispatch(a):
+    from . import config
+
+    settings = config.resolve({"executor": a.executor, "model": a.model, "concurrency": a.concurrency,
+                               "base_url": a.base_url})
+    if a.pool:
+        _dispatch_pool(a, settings)
+        return
+    if settings["executor"] != "host":
+        _dispatch_headless(a, settings)
+        return
+    out = jobs.dispatch_job(
+        a.job, model=settings["model"], files=a.file, timeout=a.timeout,
+        session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"), db=a.db,
+    )
+    if a.json:
+        _emit_json(out)
+        return
+    calls = out["agent_calls"]
+    print(f"Job {out['job_id']}: launch these {len(calls)} Agent calls in ONE message, in the background:")
+    for call in calls:
+        print(json.dumps(call, separators=(",", ":"), ensure_ascii=False))
+
+
+def _dispatch_pool(a, settings):
+    from . import pool
+
+    if settings["executor"] == "host":
+        raise InvalidInput("--pool needs --executor NAME: the executor its workers run (brain worker --executor NAME)")
+    out = pool.queue_job(a.job, settings["executor"], model=settings["model"], files=a.file, timeout=a.timeout,
+                         allow_shell=a.allow_shell, db=a.db)
+    if a.json:
+        _emit_json(out)
+        return
+    print(f"job_{out['job_id']}: {len(out['sub_tasks'])} sub-tasks queued for the {out['pool']} worker pool")
+    _hint(f"next: brain worker --executor {out['pool']} (on any machine that reaches the store); "
+          f"brain job watch {out['job_id']}")
+
+
+def cmd_worker(a):
+    from . import config, worker
+
+    settings = config.resolve({"concurrency": a.concurrency, "base_url": a.base_url})
+    executor = a.executor or settings["executor"]
+    w = worker.Worker(
+        executor, concurrency=settings["concurrency"], lease=_env_seconds(a.lease, "BRAIN_WORKER_LEASE", 30),
+        poll=_env_seconds(a.poll, "BRAIN_WORKER_POLL", 5), grace=_env_seconds(a.grace, "BRAIN_WORKER_GRACE", 30),
+        drain=a.drain, allow_shell=a.allow_shell, settings=settings, workdir=a.workdir, db=a.db,
+    )
+    code = w.run()
+    if code:
+        raise KeyboardInterrupt  # SIGINT: main() maps it to 130
+
+
+def _env_seconds(flag, name, default) -> float:
+    """A positive number of seconds: the flag, else the environment variable, else the default."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return float(default)
+    try:
+        return seconds(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}={raw!r}: {exc}") from None
+
+
+def seconds(text) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan
+        raise ValueError(f"expected a number of seconds above 0 (at most 86400), got {text!r}")
+    return value
+
+
+def _dispatch_headless(a, settings):
+    from . import runner
+
+    out = runner.launch(a.job, settings["executor"], settings=settings, model=settings["model"], files=a.file,
+                        timeout=a.timeout, allow_shell=a.allow_shell, db=a.db)
+    if a.json:
+        _emit_json(out)
+        return
+    print(f"job_{out['job_id']}: {len(out['sub_tasks'])} sub-tasks running with the {out['executor']} executor "
+          f"(runner pid {out['pid']})")
+    print(f"log: {out['log']}")
+    _hint(f"next: brain job watch {out['job_id']}")
+
+
+def cmd_watch(a):
+    from . import watch
+
+    if watch.watch(a.job, sys.stdout, db=a.db, as_json=a.json):
+        job = jobs.validate.job_id(a.job)
+        raise _WatchFailed(f"job {job}: some sub-tasks failed (brain job consolidate {job} shows why)")
+
+
+class _WatchFailed(BrainError):
+    """Some sub-tasks failed (the watch output shows which)."""
+
+
+def cmd_consolidate(a):
+    summary = jobs.consolidate_subtask_results(a.job, db=a.db)
+    if a.json:
+        _emit_json(summary)
+    else:
+        print(render.consolidation(summary))
+
+
+def cmd_list(a):
+    rows = jobs.list_jobs(include_finished=a.all, db=a.db)
+    if a.json:
+        _emit_json([{k: r[k] for k in ("job_id", "type", "status", "created_at", "expires_at")}
+                    | {"sub_tasks": len(r["sub_tasks"])} for r in rows])
+        return
+    for r in rows:
+        print(render.job_line(r))
+    if not rows:
+        _hint("no jobs" if a.all else "no active jobs (brain job list --all shows finished ones)")
+
+
+def cmd_get(a):
+    row = jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(row)
+        return
+    for key in ("job_id", "type", "status", "created_at", "expires_at", "ttl", "iteration"):
+        print(f"{key}: {row[key]}")
+    print(f"data: {render.printable(json.dumps(row['data'], ensure_ascii=False))}")
+    if row["sub_tasks"]:
+        counts = jobs.state.counts(row)
+        print("sub_tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def cmd_delete(a):
+    jobs.delete_job(a.job, db=a.db)
+    _hint(f"deleted job {jobs.validate.job_id(a.job)}")
+
+
+def cmd_cleanup(a):
+    counts = jobs.cleanup_jobs(db=a.db)
+    if a.json:
+        _emit_json(counts)
+    else:
+        print(", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()))
+
+
+def cmd_stats(a):
+    stats = jobs.job_stats(db=a.db)
+    if a.json:
+        _emit_json(stats)
+        return
+    print(f"jobs: {stats['total_jobs']} (" + ", ".join(f"{n} {s}" for s, n in stats["jobs"].items()) + ")")
+    print("sub-tasks: " + ", ".join(f"{n} {s}" for s, n in stats["sub_tasks"].items()))
+
+
+def cmd_status(a):
+    row = jobs.set_job_status(a.job, a.set, db=a.db) if a.set else jobs.get_job(a.job, db=a.db)
+    if a.json:
+        _emit_json({"job_id": row["job_id"], "status": row["status"]})
+    else:
+        print(row["status"])
+
+
+def cmd_history(a):
+    events = jobs.get_history(a.job, db=a.db)
+    if a.json:
+        _emit_json(events)
+        return
+    for ev in events:
+        rest = " ".join(f"{k}={render.printable(v)}" for k, v in ev.items() if k not in ("at", "event"))
+        print(f"{ev['at']}  {ev['event']:<16} {rest}".rstrip())
+
+
+def cmd_retry(a):
+    retried = jobs.retry_subtasks(a.job, a.subs, max_attempts=a.max_attempts, db=a.db)
+    if a.json:
+        _emit_json({"job_id": jobs.validate.job_id(a.job), "retried": retried})
+    else:
+        print("retried: " + (" ".join(retried) or "the job"))
+        _hint(f"next: brain job dispatch {jobs.validate.job_id(a.job)}")
+
+
+def cmd_cancel(a):
+    summary = jobs.cancel_job(a.job, db=a.db)
+    if a.json:
+        _emit_json(summary)
+    else:
+        print(render.consolidation(summary))
