@@ -26,6 +26,13 @@ _SUB_ID = re.compile(r"sub_([1-9][0-9]{0,5})")
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}")
 # C0 controls except tab and newline, DEL, and C1 controls (which include CSI).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Lone surrogates: what Python makes of bytes that are not UTF-8 (argv, files).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _check_encoding(value: str, what: str) -> None:
+    if _SURROGATE.search(value):
+        raise InvalidInput(f"{what} contains bytes that are not valid UTF-8: fix its encoding")
 
 
 def job_id(value) -> str:
@@ -76,6 +83,7 @@ def _text(value, what: str, limit: int) -> str:
         raise InvalidInput(
             f"{what} contains the control character U+{ord(bad.group()):04X}: remove it"
         )
+    _check_encoding(value, what)
     return value
 
 
@@ -112,6 +120,7 @@ def result(value):
         raise InvalidInput(f"result must be text, got {type(value).__name__}")
     if "\x00" in value:
         raise InvalidInput("result contains a NUL character: remove it")
+    _check_encoding(value, "result")
     if len(value) > MAX_RESULT:
         value = value[: MAX_RESULT - len(TRUNCATION_MARK)] + TRUNCATION_MARK
     return value
@@ -163,20 +172,25 @@ def data(value) -> dict:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"data is not JSON-serialisable: {exc}")
-    if _has_nul(value):
-        # SQLite would keep it and PostgreSQL's jsonb refuses it: refuse it on both.
-        raise InvalidInput("data contains a NUL character: remove it")
+    for text in _strings(value):
+        if "\x00" in text:
+            # SQLite would keep it and PostgreSQL's jsonb refuses it: refuse it on both.
+            raise InvalidInput("data contains a NUL character: remove it")
+        _check_encoding(text, "data")
     return value
 
 
-def _has_nul(value) -> bool:
+def _strings(value):
+    """Every string in a JSON value, keys included."""
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def printable(value, limit: int = 60) -> str:
