@@ -117,7 +117,7 @@ def test_a_report_imports_no_heavy_module(db):
         "import sys; from scripts.memory import cli;"
         f"rc = cli.main(['job', 'update', '{job}', 'sub_1', '--status', 'completed', '--result', 'r']);"
         "rc |= cli.main(['job', 'subtasks', '{job}']);".replace("{job}", job) +
-        "heavy = [m for m in ('anthropic', 'yaml', 'psycopg', 'filelock', 'httpx') if m in sys.modules];"
+        "heavy = [m for m in ('anthropic', 'yaml', 'psycopg', 'filelock', 'httpx', 'orjson') if m in sys.modules];"
         "print(rc, heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)

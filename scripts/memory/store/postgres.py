@@ -27,7 +27,6 @@ psycopg is imported only here, when a PostgreSQL URL is opened.
 """
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -35,6 +34,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
 from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
@@ -171,10 +171,7 @@ def _decode(values) -> dict:
 
 
 def _encode(row: dict) -> tuple:
-    return tuple(
-        json.dumps(row[c], separators=(",", ":"), ensure_ascii=False) if c in JSON_COLUMNS else row[c]
-        for c in COLUMNS
-    )
+    return tuple(codec.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
 
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
@@ -398,6 +395,7 @@ class PostgresStore:
 
     @contextmanager
     def write(self):
+        codec.note_write()  # outside the transaction: it may import the fast codec
         with self._mutex:
             try:
                 conn = self._begin()

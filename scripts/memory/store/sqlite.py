@@ -11,13 +11,13 @@ crash of the process and of the machine. ``BRAIN_SYNCHRONOUS=NORMAL``
 trades the latter for speed.
 """
 
-import json
 import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 
+from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
 from .lock import WriteLock
@@ -52,21 +52,15 @@ def _migration_1(conn):
 MIGRATIONS = (_migration_1,)
 
 
-# One encoder and decoder for every write: json.dumps/loads with options
-# build a new one per call, a measurable share of a report.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.JSONDecoder().decode
-
-
 def _encode(row: dict) -> tuple:
-    return tuple(_dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
+    return tuple(codec.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
 
 
 def _decode(values) -> dict:
     row = dict(zip(COLUMNS, values))
     for c in JSON_COLUMNS:
         if row[c] is not None:
-            row[c] = _loads(row[c])
+            row[c] = codec.loads(row[c])
     return row
 
 
@@ -277,6 +271,7 @@ class SQLiteStore:
 
     @contextmanager
     def write(self):
+        codec.note_write()  # outside the lock: it may import the fast codec
         with self._locked():
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
