@@ -21,6 +21,7 @@ _std_loads = json.JSONDecoder().decode
 
 dumps = _std_dumps
 loads = _std_loads
+loads_bytes = json.loads  # text or UTF-8 bytes (what a driver hands over)
 _writes = 0
 
 
@@ -34,7 +35,7 @@ def note_write() -> None:
 
 def use_orjson() -> bool:
     """Switch this process to orjson now; False when it is not installed."""
-    global dumps, loads
+    global dumps, loads, loads_bytes
     try:
         import orjson
     except ImportError:
@@ -47,11 +48,11 @@ def use_orjson() -> bool:
         except (TypeError, orjson.JSONEncodeError):
             return _std_dumps(value)  # e.g. an integer beyond 64 bits, which json handles
 
-    dumps, loads = fast_dumps, orjson.loads
+    dumps, loads, loads_bytes = fast_dumps, orjson.loads, orjson.loads
     return True
 
 
 def use_stdlib() -> None:
     """Back to the standard library (tests)."""
-    global dumps, loads, _writes
-    dumps, loads, _writes = _std_dumps, _std_loads, 0
+    global dumps, loads, loads_bytes, _writes
+    dumps, loads, loads_bytes, _writes = _std_dumps, _std_loads, json.loads, 0

@@ -283,12 +283,17 @@ class PostgresStore:
         info.setdefault("connect_timeout", str(min(30, max(2, int(self.lock_timeout)))))
         info.setdefault("application_name", "brain-jobs")
         try:
-            return self._psycopg.connect(autocommit=True, **info)
+            conn = self._psycopg.connect(autocommit=True, **info)
         except self._psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the job store {self.where} ({_first_line(exc)}): check that the server "
                 "is running and BRAIN_DATABASE_URL (or --database-url)"
             ) from None
+        # jsonb is read through the stored-JSON codec too (orjson once the process is busy).
+        from psycopg.types.json import set_json_loads
+
+        set_json_loads(lambda data: codec.loads_bytes(data), conn)
+        return conn
 
     def _connection(self):
         if self._conn is None or self._conn.closed or self._conn.broken:
