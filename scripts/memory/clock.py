@@ -29,17 +29,18 @@ def now() -> float:
     return time.time()
 
 
-_last = (None, None)
+_recent = {}
 
 
 def iso(epoch: float) -> str:
     """Epoch seconds to the stored text form."""
-    global _last
-    if _last[0] == epoch:  # one write formats the same instant many times
-        return _last[1]
-    millis = int(epoch * 1000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
-    _last = (epoch, text)
+    text = _recent.get(epoch)
+    if text is None:  # one write formats the same few instants many times
+        millis = int(epoch * 1000)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
+        if len(_recent) >= 8:
+            _recent.clear()
+        _recent[epoch] = text
     return text
 
 
