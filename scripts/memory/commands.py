@@ -168,8 +168,11 @@ class _WatchFailed(BrainError):
 
 
 def cmd_consolidate(a):
-    summary = jobs.consolidate_subtask_results(a.job, db=a.db)
-    if a.json:
+    _emit_summary(jobs.consolidate_subtask_results(a.job, db=a.db), a.json)
+
+
+def _emit_summary(summary, as_json) -> None:
+    if as_json:
         _emit_json(summary)
     else:
         print(render.consolidation(summary))
@@ -250,8 +253,4 @@ def cmd_retry(a):
 
 
 def cmd_cancel(a):
-    summary = jobs.cancel_job(a.job, db=a.db)
-    if a.json:
-        _emit_json(summary)
-    else:
-        print(render.consolidation(summary))
+    _emit_summary(jobs.cancel_job(a.job, db=a.db), a.json)

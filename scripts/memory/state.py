@@ -159,12 +159,7 @@ def sweep(row, now) -> bool:
     if not needs_sweep(row, now):
         return False
     if is_expired(row, now):
-        for sub in row["sub_tasks"]:
-            if sub["status"] not in FINAL:
-                _finish(sub, "failed", "expired", now)
-        if row["type"] != DISTRIBUTED:
-            row["status"] = "failed"
-        row["history"].append(event(now, "expired"))
+        _fail_unfinished(row, "expired", "expired", now)
     else:
         stamp = iso(now)
         for sub in row["sub_tasks"]:
@@ -175,6 +170,16 @@ def sweep(row, now) -> bool:
                 )
     settle(row, now)
     return True
+
+
+def _fail_unfinished(row, result, name, now):
+    """Fail what is not finished yet (the job itself, for a normal job) and record ``name``."""
+    for sub in row["sub_tasks"]:
+        if sub["status"] not in FINAL:
+            _finish(sub, "failed", result, now)
+    if row["type"] != DISTRIBUTED:
+        row["status"] = "failed"
+    row["history"].append(event(now, name))
 
 
 def _finish(sub, status, result, now):
@@ -339,12 +344,7 @@ def cancel(row, now) -> None:
     """Fail every pending or running sub-task with the result "cancelled"."""
     if row["status"] in FINAL:
         raise InvalidTransition(f"job {row['job_id']} is already {row['status']}; nothing to cancel")
-    for sub in row["sub_tasks"]:
-        if sub["status"] not in FINAL:
-            _finish(sub, "failed", "cancelled", now)
-    if row["type"] != DISTRIBUTED:
-        row["status"] = "failed"
-    row["history"].append(event(now, "cancel"))
+    _fail_unfinished(row, "cancelled", "cancel", now)
     settle(row, now)
 
 
