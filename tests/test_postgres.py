@@ -133,7 +133,7 @@ def test_a_missing_driver_says_how_to_install_it(db):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("brain: error: PostgreSQL support needs psycopg 3, which is not installed: "
-                                   "pip install 'brain-jobs[postgres]' (or pip install 'psycopg[binary]')")
+                                   "pip install 'psycopg[binary]' (from a brain-jobs checkout: pip install '.[postgres]')")
 
 
 def test_an_unreachable_server_is_one_clear_line_without_the_password(brain):

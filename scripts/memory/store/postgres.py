@@ -109,7 +109,7 @@ def _import_psycopg():
     except ImportError:
         raise StoreError(
             "PostgreSQL support needs psycopg 3, which is not installed: "
-            "pip install 'brain-jobs[postgres]' (or pip install 'psycopg[binary]')"
+            "pip install 'psycopg[binary]' (from a brain-jobs checkout: pip install '.[postgres]')"
         ) from None
     return psycopg
 
