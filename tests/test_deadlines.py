@@ -271,3 +271,17 @@ def test_a_finished_job_takes_no_more_reports(db, fake_clock):
         jobs.update_subtask_status(job, "sub_1", "failed", "again", agent_id="agent_x", db=db)
     assert raw(job, db)["consolidated_result"] == final
     assert epoch(final["consolidated_at"]) == fake_clock()
+
+
+def test_a_refused_write_still_keeps_the_deadlines_it_applied(db, fake_clock):
+    """The sweep that ran in a write's transaction is committed even when the write is refused."""
+    job = new_job(db, n=2)
+    ids = agents(jobs.dispatch_job(job, timeout=5, db=db))
+    jobs.update_subtask_status(job, "sub_1", "completed", "on time", agent_id=ids["sub_1"], db=db)
+    fake_clock.advance(6)  # sub_2 is overdue; nothing has looked at the job yet
+    with pytest.raises(InvalidTransition, match="already completed"):
+        jobs.update_subtask_status(job, "sub_1", "failed", "again", agent_id=ids["sub_1"], db=db)
+    stored = raw(job, db)  # the stored row, with no sweep of its own
+    assert [s["status"] for s in stored["sub_tasks"]] == ["completed", "failed"]
+    assert stored["sub_tasks"][1]["result"].startswith("timed out")
+    assert stored["consolidated_result"]["complete"] is True

@@ -81,7 +81,7 @@ def _mutate(job_id, change, db=None):
     """
     job_id = validate.job_id(job_id)
     now = _now()
-    failure = None
+    failure = outcome = None
     with _store(db).write() as tx:
         _housekeep(tx, now)
         row = tx.get(job_id)
@@ -90,19 +90,14 @@ def _mutate(job_id, change, db=None):
         swept = state.sweep(row, now)
         try:
             outcome = change(row, now)
-        except state.Refusal as exc:
-            failure, outcome = exc, None
-            if exc.recorded or swept:
-                tx.replace(row)
-        except BrainError:
-            if not swept:
+        except BrainError as exc:
+            # The rules check before they change anything: the row holds only
+            # what the sweep did and a recorded refusal. Keep those, commit,
+            # then report the error (raising here would roll them back).
+            if not (swept or getattr(exc, "recorded", False)):
                 raise
-            # The rules check before they change anything, so only the sweep
-            # has touched the row: keep it, then report the error.
-            tx.replace(row)
-            raise
-        else:
-            tx.replace(row)
+            failure = exc
+        tx.replace(row)
     if failure is not None:
         raise failure
     return row, outcome
