@@ -22,23 +22,13 @@ from .store import open_store
 
 DEFAULT_RETENTION = 3600
 _stores = {}
-_targets = {}  # the settings that choose the default store -> its resolved target
 
 
 def _store(db=None):
-    if db is None:
-        # Resolving the default path (expanduser, abspath) on every call is a
-        # measurable share of a report in a busy process: resolve once per setting.
-        env = os.environ
-        key = (env.get("BRAIN_DATABASE_URL"), env.get("BRAIN_DB"))
-        if not key[0] and not (key[1] and os.path.isabs(key[1])):
-            key += (env.get("CLAUDE_PLUGIN_DATA"), env.get("HOME"), os.getcwd())
-        db = _targets.get(key)
-        if db is None:
-            db = _targets[key] = default_target()
-    store = _stores.get(db)
+    target = db or default_target()
+    store = _stores.get(target)
     if store is None:
-        store = _stores[db] = open_store(db)
+        store = _stores[target] = open_store(target)
     return store
 
 
@@ -46,7 +36,6 @@ def close_stores() -> None:
     """Close every store this process opened (tests and long-lived processes)."""
     while _stores:
         _stores.popitem()[1].close()
-    _targets.clear()
 
 
 def _retention() -> int:
