@@ -4,7 +4,7 @@ Nothing here does I/O: ``jobs.py`` runs these functions inside one write
 transaction. Each function checks everything first and only then changes
 the row, so a refused request leaves the row as it was. The one exception
 is a refused report from a known worker, which appends a history event
-before raising ``Refused(recorded=True)``, so the refusal is auditable.
+before raising ``Refusal(recorded=True)``, so the refusal is auditable.
 
 Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
 result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
@@ -261,6 +261,22 @@ def _transition_message(what, current, wanted):
     return f"{what} cannot go from {current} to {wanted}; from {current} it can go to: {allowed}"
 
 
+def _check_dispatchable(row, model, now) -> None:
+    """What dispatching to the host, a runner or a pool all require."""
+    if row["type"] != DISTRIBUTED:
+        raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
+    _check_live(row, now, "dispatch")
+    if model not in MODELS:
+        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+
+
+def _nothing_pending(row) -> InvalidTransition:
+    return InvalidTransition(
+        f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
+        f"{row['job_id']} (failed ones can be retried with brain job retry)"
+    )
+
+
 def default_timeout(row, now) -> int:
     """Four fifths of the TTL that remains: a stuck worker fails while the job can still be retried."""
     return max(1, int((epoch(row["expires_at"]) - now) * 0.8))
@@ -271,17 +287,10 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
 
     ``runner`` (``{"pid", "log"}`` of a headless runner) is recorded in the history event.
     """
-    if row["type"] != DISTRIBUTED:
-        raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
-    _check_live(row, now, "dispatch")
-    if model not in MODELS:
-        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+    _check_dispatchable(row, model, now)
     pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
     if not pending:
-        raise InvalidTransition(
-            f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
-            f"{row['job_id']} (failed ones can be retried with brain job retry)"
-        )
+        raise _nothing_pending(row)
     # Never beyond the TTL: the effective timeout is what history records.
     timeout = min(timeout or default_timeout(row, now), max(1, int(epoch(row["expires_at"]) - now)))
     deadline = iso(min(now + timeout, epoch(row["expires_at"])))
@@ -328,8 +337,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
                     f"{sub['sub_task_id']} has used {sub['attempt']} of at most {max_attempts} attempts; not retried"
                 )
     for sub in targets:
-        past = sub.setdefault("past_agents", [])
-        past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
+        _supersede(sub)
         sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
         _leave_pool(sub)
         sub["attempt"] += 1
@@ -418,11 +426,7 @@ def queue(row, pool, model, timeout, order, now) -> list:
     ``order`` (what the workers need besides the query: files, allow_shell)
     is recorded in the history event that workers read back.
     """
-    if row["type"] != DISTRIBUTED:
-        raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
-    _check_live(row, now, "dispatch")
-    if model not in MODELS:
-        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+    _check_dispatchable(row, model, now)
     pending = [s for s in row["sub_tasks"] if s["status"] == "pending" and s.get("pool") != pool]
     if not pending:
         if any(s["status"] == "pending" for s in row["sub_tasks"]):
@@ -430,10 +434,7 @@ def queue(row, pool, model, timeout, order, now) -> list:
                 f"job {row['job_id']}'s pending sub-tasks are already queued for the {pool} pool: "
                 f"start workers with brain worker --executor {pool}"
             )
-        raise InvalidTransition(
-            f"job {row['job_id']} has no pending sub-tasks to dispatch; see brain job subtasks "
-            f"{row['job_id']} (failed ones can be retried with brain job retry)"
-        )
+        raise _nothing_pending(row)
     for sub in pending:
         _leave_pool(sub)
         sub["pool"] = pool
