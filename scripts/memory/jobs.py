@@ -261,20 +261,26 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     ``{"job_id", "agent_calls": [{subagent_type, description, prompt, model, run_in_background}]}``.
     ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
-    if timeout is not None:
-        timeout = validate.positive_int(timeout, "timeout (seconds)")
-    files = [str(f) for f in files] if files else None
-    if files:
-        for f in files:
-            validate.query(f)
-    row, started = _mutate(
-        job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now, runner), db
-    )
+    files = [validate.query(str(f)) for f in files] if files else None
+    row, started = _start(job_id, model, timeout, session_id, executor, runner, db)
     files = files or row["data"].get("files") or []
     return {
         "job_id": row["job_id"],
         "agent_calls": [prompts.agent_call(row["job_id"], sub, files, model) for sub in started],
     }
+
+
+def start_subtasks(job_id, executor, model="haiku", timeout=None, runner=None, db=None) -> list:
+    """What ``dispatch_job`` does for a headless runner: the sub-tasks it started
+    (``sub_task_id, agent_id, query, deadline``, ...) instead of ``Agent`` calls."""
+    _, started = _start(job_id, model, timeout, None, executor, runner, db)
+    return [dict(sub) for sub in started]
+
+
+def _start(job_id, model, timeout, session_id, executor, runner, db):
+    if timeout is not None:
+        timeout = validate.positive_int(timeout, "timeout (seconds)")
+    return _mutate(job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now, runner), db)
 
 
 def consolidate_subtask_results(job_id, db=None) -> dict:

@@ -68,7 +68,7 @@ def _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
     target = db or default_target()
     workdir = os.path.realpath(workdir or os.getcwd())
     row = jobs.get_job(job_id, db=target)
-    files = list(files or row["data"].get("files") or [])
+    files = [validate.query(str(f)) for f in (files or row["data"].get("files") or [])]
     ctx = _context(job_id, executor, model, settings, files, workdir, allow_shell, target)
     executors.create(executor, ctx).check()
     return {"job_id": job_id, "executor": executor, "model": model, "settings": settings, "files": files,
@@ -77,14 +77,9 @@ def _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
 
 def _dispatch(order, timeout, runner=None) -> dict:
     """Dispatch the job and complete ``order`` with the started sub-tasks and their identities."""
-    jobs.dispatch_job(order["job_id"], model=order["model"], files=order["files"] or None, timeout=timeout,
-                      executor=order["executor"], db=order["db"], runner=runner)
-    row = jobs.get_job(order["job_id"], db=order["db"])
-    # The sub-tasks this dispatch started: those its history event names, as they stand now.
-    event = next(e for e in reversed(row["history"]) if e["event"] == "dispatch" and e.get("runner") == runner)
-    by_id = {s["sub_task_id"]: s for s in row["sub_tasks"]}
-    order["tasks"] = [{k: by_id[sub][k] for k in ("sub_task_id", "agent_id", "query", "deadline")}
-                      for sub in event["sub_tasks"]]
+    started = jobs.start_subtasks(order["job_id"], order["executor"], model=order["model"], timeout=timeout,
+                                  runner=runner, db=order["db"])
+    order["tasks"] = [{k: sub[k] for k in ("sub_task_id", "agent_id", "query", "deadline")} for sub in started]
     return order
 
 
