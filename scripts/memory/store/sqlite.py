@@ -165,6 +165,9 @@ class SQLiteStore:
         # One connection per store; threads of one process take turns on it
         # (the file lock alone does not exclude threads sharing its descriptor).
         self._mutex = threading.RLock()
+        self._watcher = None  # the second connection of ``wait``, opened on first use
+        self._seen = None
+        self._wait_lock = threading.Lock()
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
@@ -297,9 +300,6 @@ class SQLiteStore:
         except sqlite3.Error:
             pass  # the transaction is already gone (SQLite rolls back on some errors itself)
 
-    _watcher = None
-    _seen = None
-
     def wait(self, timeout: float) -> bool:
         """Block until another connection commits or ``timeout`` passes.
 
@@ -307,7 +307,7 @@ class SQLiteStore:
         data_version`` (which changes when any other connection commits)
         every ``WAIT_INTERVAL`` seconds, reading no data.
         """
-        with self.__dict__.setdefault("_wait_lock", threading.Lock()):
+        with self._wait_lock:
             try:
                 if self._watcher is None:
                     self._watcher = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None,
