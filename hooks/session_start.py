@@ -28,23 +28,12 @@ def export(names: dict) -> None:
             fh.write(f"export {name}={shlex.quote(value)}\n")
 
 
-def job_line(row: dict) -> str:
-    prompt = " ".join(str(row.get("data", {}).get("prompt") or "").split())[:60]
-    line = f"- job {row['job_id']} {row['status']}"
-    subs = row.get("sub_tasks") or []
-    if subs:
-        done = sum(s["status"] == "completed" for s in subs)
-        failed = sum(s["status"] == "failed" for s in subs)
-        line += f" {done}/{len(subs)} done" + (f", {failed} failed" if failed else "")
-    return line + (f": {prompt}" if prompt else "")
-
-
 def handle(payload: dict):
     data = data_dir()
     os.makedirs(data, mode=0o700, exist_ok=True)
     python, notice = environment.ensure(data)
 
-    from scripts.memory import jobs, paths
+    from scripts.memory import jobs, paths, render
 
     names = {"BRAIN_PYTHON": python}
     if not os.environ.get("BRAIN_DATABASE_URL"):
@@ -54,7 +43,7 @@ def handle(payload: dict):
     active = jobs.list_jobs()
     answer = {}
     if active:
-        lines = [job_line(row) for row in active[:MAX_LINES]]
+        lines = [f"- {render.job_brief(row)}" for row in active[:MAX_LINES]]
         if len(active) > MAX_LINES:
             lines.append(f"- ... and {len(active) - MAX_LINES} more (brain job list)")
         context = (f"brain-jobs: {len(active)} active job(s); `brain job subtasks ID` shows progress, "

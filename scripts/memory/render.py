@@ -81,10 +81,27 @@ def consolidation(summary) -> str:
     return "\n".join(lines)
 
 
-def job_line(row) -> str:
-    """One line per job, for ``list`` and the SessionStart summary."""
+def progress(row) -> str:
+    """`` 2/3 done, 1 failed`` for a job with sub-tasks; empty for a normal job."""
     subs = row["sub_tasks"]
-    done = sum(1 for s in subs if s["status"] in ("completed", "failed"))
-    progress = f" {done}/{len(subs)} done" if subs else ""
-    prompt = printable((row["data"] or {}).get("prompt", ""))[:60]
-    return f"{row['job_id']}  {row['status']:<9} {row['type']:<18}{progress}  expires {row['expires_at']}  {prompt}".rstrip()
+    if not subs:
+        return ""
+    done = sum(s["status"] == "completed" for s in subs)
+    failed = sum(s["status"] == "failed" for s in subs)
+    return f" {done}/{len(subs)} done" + (f", {failed} failed" if failed else "")
+
+
+def _prompt(row) -> str:
+    return " ".join(printable((row["data"] or {}).get("prompt", "")).split())[:60]
+
+
+def job_line(row) -> str:
+    """One line per job, for ``brain job list``."""
+    return (f"{row['job_id']}  {row['status']:<9} {row['type']:<18}{progress(row)}  "
+            f"expires {row['expires_at']}  {_prompt(row)}").rstrip()
+
+
+def job_brief(row) -> str:
+    """One short line per job, for the agent's context (the SessionStart summary)."""
+    prompt = _prompt(row)
+    return f"job {row['job_id']} {row['status']}{progress(row)}" + (f": {prompt}" if prompt else "")
