@@ -214,6 +214,62 @@ def test_wait_wakes_on_a_commit_from_another_process(db):
         store.close()
 
 
+def test_a_program_writing_the_table_directly_wakes_waiting_workers(pg, db):
+    """NOTIFY comes from a trigger on the table, not from our writers alone."""
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
+    store = open_store(db)
+    try:
+        assert store.wait(5) is True  # starts listening
+        assert store.wait(0.2) is False  # nothing committed since
+        with pg.transaction():
+            pg.execute("UPDATE jobs SET iteration = iteration + 1 WHERE job_id = %s", (job,))
+            pg.execute("SELECT 1")  # not committed yet: nothing is delivered
+        assert store.wait(5) is True
+        pg.execute("SELECT count(*) FROM jobs")  # a read changes nothing and wakes no one
+        assert store.wait(0.2) is False
+    finally:
+        store.close()
+
+
+def test_the_notify_channel_of_a_long_schema_name_matches_the_trigger(monkeypatch):
+    import psycopg
+
+    from scripts.memory.store.postgres import channel_for
+
+    schema = "s" * 60
+    url = postgres_url(schema)
+    try:
+        store = open_store(url)
+        try:
+            assert store.channel == channel_for(schema) and len(store.channel) <= 63
+            assert store.wait(5) is True
+            jobs.create_job(60, {"prompt": "p"}, db=url)
+            assert store.wait(5) is True
+        finally:
+            store.close()
+            jobs.close_stores()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_an_error_from_the_server_mid_transaction_rolls_back_and_the_store_goes_on(db):
+    """Writes are pipelined: a statement's error arrives later than it was sent, and must
+    still roll back the whole transaction and leave the connection usable."""
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
+    store = jobs._store(db)
+    before = store.read(job)
+    with pytest.raises(InvalidInput, match="NUL"):
+        with store.write() as tx:
+            row = tx.get(job)
+            row["iteration"] += 1
+            row["data"] = {"prompt": "p", "note": "a\x00b"}  # jsonb refuses it, at the server
+            tx.replace(row)
+    assert store.read(job) == before
+    jobs.update_subtask_status(job, "sub_1", "completed", "after the error")
+    assert jobs.get_job(job)["status"] == "completed"
+
+
 def test_a_dropped_connection_is_replaced(db):
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
     store = jobs._store(db)

@@ -48,12 +48,12 @@ def _retention() -> int:
 def _housekeep(tx, now) -> dict:
     """Expire due jobs and purge those past retention: cheap, indexed, every write."""
     expired = 0
-    for job_id in tx.due(iso(now)):
+    due, purged = tx.housekeeping(iso(now), iso(now - _retention()))
+    for job_id in due:
         row = tx.get(job_id)
         if row is not None and state.sweep(row, now):
             tx.replace(row)
             expired += 1
-    purged = tx.purge(iso(now - _retention()))
     return {"expired": expired, "purged": purged}
 
 

@@ -25,7 +25,7 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
         it raises ``StoreBusy``. (SQLite: one writer at a time, under the
         file lock. PostgreSQL: ``get`` locks the job's row until commit,
         so writers of one job take turns and writers of different jobs
-        run side by side; ``due``, ``purge`` and ``claimable`` skip rows
+        run side by side; ``housekeeping`` and ``claimable`` skip rows
         another writer holds rather than wait for them.)
     ``wait(timeout) -> bool``
         Block until another connection commits a write, or ``timeout``
@@ -41,8 +41,12 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
     ``insert(row)``                    a new row (the id is new)
     ``replace(row)``                   store every column of an existing row
     ``delete(job_id) -> bool``
-    ``due(now) -> [job_id]``           unfinished jobs with ``expires_at <= now``
-    ``purge(cutoff) -> int``           delete finished jobs whose ``expires_at`` and
+    ``housekeeping(now, cutoff) -> ([job_id], int)``
+                                       the expiry sweep's two parts, in one statement
+                                       where the backend can (it runs on every write):
+                                       the unfinished jobs with ``expires_at <= now``,
+                                       each locked like ``get``; and how many finished
+                                       jobs it deleted whose ``expires_at`` and
                                        ``consolidated_result.consolidated_at`` (when the
                                        job finished) are both before ``cutoff``
     ``claimable(pool, now, limit, wait=False) -> [job_id]``

@@ -16,7 +16,7 @@ differs underneath:
   ``claimable`` skip rows another writer holds (``SKIP LOCKED``) instead
   of waiting for them.
 - Every commit that changed a row sends ``NOTIFY`` on the schema's
-  channel; ``wait()`` ``LISTEN``s on a second connection, so idle workers
+  channel (a row trigger, ``_migration_3``); ``wait()`` ``LISTEN``s on a second connection, so idle workers
   and ``brain job watch`` wake without polling.
 - Migrations are numbered, recorded in ``brain_migrations`` and run at open
   under an advisory lock, so many processes may open a fresh schema at once.
@@ -99,8 +99,38 @@ def _migration_2(cur):
                     "ALTER COLUMN sub_tasks SET COMPRESSION lz4, ALTER COLUMN consolidated_result SET COMPRESSION lz4")
 
 
+def _migration_3(cur):
+    """``NOTIFY`` from a row trigger: every committed change of a job wakes the listeners.
+
+    The channel is ``channel_for(schema)``, computed here from the table's
+    schema, so a writer sends no statement of its own for it (a report is a
+    round trip shorter), and a program writing the table directly wakes
+    workers too. ``NOTIFY`` sends one message per distinct payload at commit.
+    """
+    cur.execute(
+        """CREATE OR REPLACE FUNCTION brain_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify(
+                'brain_jobs_' || CASE WHEN length(TG_TABLE_SCHEMA) <= 40 THEN TG_TABLE_SCHEMA
+                                      ELSE left(md5(TG_TABLE_SCHEMA), 16) END,
+                CASE WHEN TG_OP = 'DELETE' THEN OLD.job_id ELSE NEW.job_id END);
+            RETURN NULL;
+        END $$"""
+    )
+    cur.execute("DROP TRIGGER IF EXISTS jobs_notify ON jobs")
+    cur.execute("CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OR DELETE ON jobs "
+                "FOR EACH ROW EXECUTE PROCEDURE brain_jobs_notify()")
+
+
+def channel_for(schema: str) -> str:
+    """The ``LISTEN``/``NOTIFY`` channel of a schema (the trigger of ``_migration_3`` computes the same)."""
+    if len(schema) > 40:  # a channel name is at most 63 bytes
+        schema = hashlib.md5(schema.encode()).hexdigest()[:16]
+    return f"brain_jobs_{schema}"
+
+
 # Named, ordered, idempotent steps; ``brain_migrations`` records which ran.
-MIGRATIONS = (_migration_1, _migration_2)
+MIGRATIONS = (_migration_1, _migration_2, _migration_3)
 
 
 def _import_psycopg():
@@ -192,14 +222,21 @@ _CLAIMABLE = """SELECT job_id FROM jobs
     LIMIT %(limit)s FOR UPDATE"""
 
 
+_HOUSEKEEPING = """WITH purged AS (
+        DELETE FROM jobs WHERE job_id IN (
+            SELECT job_id FROM jobs
+            WHERE status IN ('completed', 'failed') AND expires_at < %(cutoff)s
+              AND COALESCE((consolidated_result->>'consolidated_at')::timestamptz, expires_at) < %(cutoff)s
+            FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT ARRAY(SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= %(now)s
+                 ORDER BY job_id COLLATE "C" FOR UPDATE SKIP LOCKED),
+           (SELECT count(*) FROM purged)"""
+
+
 class _Transaction:
     def __init__(self, conn):
         self._conn = conn
-        self.changed = []
-
-    def _touch(self, job_id):
-        if job_id not in self.changed:
-            self.changed.append(job_id)
 
     def get(self, job_id):
         row = self._conn.execute(_SELECT + " WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
@@ -207,36 +244,19 @@ class _Transaction:
 
     def insert(self, row):
         self._conn.execute(_INSERT, _encode(row))
-        self._touch(row["job_id"])
 
     def replace(self, row):
         values = _encode(row)
         self._conn.execute(_UPDATE, values[1:] + values[:1])
-        self._touch(row["job_id"])
 
     def delete(self, job_id):
-        deleted = self._conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,)).rowcount > 0
-        if deleted:
-            self._touch(job_id)
-        return deleted
+        # RETURNING, not rowcount: in pipeline mode only fetching waits for the result.
+        return self._conn.execute("DELETE FROM jobs WHERE job_id = %s RETURNING 1", (job_id,)).fetchone() is not None
 
-    def due(self, now):
-        rows = self._conn.execute(
-            "SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= %s"
-            " ORDER BY job_id COLLATE \"C\" FOR UPDATE SKIP LOCKED",
-            (now,),
-        )
-        return [r[0] for r in rows]
-
-    def purge(self, cutoff):
-        return self._conn.execute(
-            """DELETE FROM jobs WHERE job_id IN (
-                SELECT job_id FROM jobs
-                WHERE status IN ('completed', 'failed') AND expires_at < %(cutoff)s
-                  AND COALESCE((consolidated_result->>'consolidated_at')::timestamptz, expires_at) < %(cutoff)s
-                FOR UPDATE SKIP LOCKED)""",
-            {"cutoff": cutoff},
-        ).rowcount
+    def housekeeping(self, now, cutoff):
+        # One round trip: every write runs it, and on a busy server each statement costs CPU.
+        due, purged = self._conn.execute(_HOUSEKEEPING, {"now": now, "cutoff": cutoff}).fetchone()
+        return due, purged
 
     def claimable(self, pool, now, limit=1, wait=False):
         sql = _CLAIMABLE if wait else _CLAIMABLE + " SKIP LOCKED"
@@ -263,8 +283,7 @@ class PostgresStore:
                 self.schema = self._migrate(conn)
             except self._psycopg.Error as exc:
                 raise self._translate(exc) from None
-        digest = self.schema if len(self.schema) <= 40 else hashlib.sha1(self.schema.encode()).hexdigest()[:16]
-        self.channel = f"brain_jobs_{digest}"
+        self.channel = channel_for(self.schema)
 
     # -- connections -------------------------------------------------------
 
@@ -407,13 +426,9 @@ class PostgresStore:
             except self._psycopg.Error as exc:
                 raise self._translate(exc) from None
             try:
-                tx = _Transaction(conn)
-                yield tx
-                if tx.changed:
-                    # Delivered at commit, to every LISTENing session (see ``wait``).
-                    payload = ",".join(tx.changed) if len(tx.changed) <= 100 else "*"
-                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
-                conn.execute("COMMIT")
+                with conn.pipeline():
+                    yield _Transaction(conn)
+                    conn.execute("COMMIT")  # the jobs_notify trigger's NOTIFYs go out now (see ``wait``)
             except self._psycopg.Error as exc:
                 self._rollback(conn)
                 raise self._translate(exc) from None

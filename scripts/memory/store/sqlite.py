@@ -126,18 +126,17 @@ class _Transaction:
     def delete(self, job_id):
         return self._conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount > 0
 
-    def due(self, now):
-        rows = self._conn.execute(
+    def housekeeping(self, now, cutoff):
+        # Two statements: SQLite has no writable CTE. Both walk the (status, expires_at) index.
+        due = [r[0] for r in self._conn.execute(
             "SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= ?", (now,)
-        )
-        return [r[0] for r in rows]
-
-    def purge(self, cutoff):
-        return self._conn.execute(
+        )]
+        purged = self._conn.execute(
             "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND expires_at < ?"
             " AND COALESCE(json_extract(consolidated_result, '$.consolidated_at'), expires_at) < ?",
             (cutoff, cutoff),
         ).rowcount
+        return due, purged
 
     def claimable(self, pool, now, limit=1, wait=False):
         # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
