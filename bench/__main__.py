@@ -15,7 +15,7 @@ from . import common
 
 QUICK = {"latency_rounds": 12, "contended_jobs": 50, "contended_rounds": 1, "fanout_rounds": 2,
          "headless_tasks": 300, "headless_rounds": 1}
-FULL = {"latency_rounds": 40, "contended_jobs": 200, "contended_rounds": 2, "fanout_rounds": 5,
+FULL = {"latency_rounds": 40, "contended_jobs": 200, "contended_rounds": 3, "fanout_rounds": 5,
         "headless_tasks": 1000, "headless_rounds": 2}
 
 
@@ -62,6 +62,8 @@ def _contended_rows(n, label, out, rows):
     rows.append((n, f"contended reports, {label} ({what})", _f(api["per_second"], "/s"),
                  f"raw {out['limit']} {_f(limit['per_second'], '/s')}", f"{out['ratio']:.2f}x", ">= 0.5x",
                  _verdict(out["goal_met"]["throughput"])))
+    rows.append((n, "  ratio of each round (raw, then brain; the median is the ratio)",
+                 " / ".join(f"{r:.2f}x" for r in out["round_ratios"]), "", "", "", "INFO"))
     for mode, side in out["sides"].items():
         if mode not in ("api", out["limit"]):
             rows.append((n, f"  other raw mode: {mode}", _f(side["per_second"], "/s"), "", "", "",
@@ -84,6 +86,9 @@ def row_fanout(scale, figures, rows, synchronous):
     rows.append(("3", f"report on 1,000 vs 10 sub-tasks (synchronous={synchronous})", _f(s["1000"]["report_ms"], " ms"),
                  f"10 sub-tasks {_f(s['10']['report_ms'], ' ms')}", f"{out['ratio']:.2f}x", "<= 2x",
                  _verdict(out["goal_met"])))
+    for ref, what in (("raw_json_set", "one json_set statement"), ("raw_splice", "text splice, no JSON decoding")):
+        rows.append(("3", f"  physical reference: bare sqlite3, {what}", _f(s["1000"][f"{ref}_ms"], " ms"),
+                     f"10 sub-tasks {_f(s['10'][f'{ref}_ms'], ' ms')}", f"{out[f'{ref}_ratio']:.2f}x", "", "INFO"))
     for n in ("10", "1000", "5000"):
         x = s[n]
         rows.append(("3", f"  {int(n):,} sub-tasks: create / report / subtasks / consolidate",

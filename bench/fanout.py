@@ -1,12 +1,22 @@
 """Row 3: fan-out scale. Jobs of 10, 1,000 and 5,000 sub-tasks, through the API in
 one process: create, one report, one ``subtasks`` read, consolidate. The sizes
 are alternated within every round so noise falls on all of them alike.
+
+Two physical references run on twin jobs created the same way, in the same
+file, right after brain's reports, under the same ``synchronous``: a bare ``sqlite3`` report as
+one ``json_set`` statement (the raw limit of row 2), and a bare "splice" that
+cuts the sub-task out of the stored text and writes the text back, with no
+JSON decoding at all. Both rewrite the whole ``sub_tasks`` value, as any report
+must while that value is the job's current state; their 1,000/10 ratios show
+what the record rewrite alone costs.
 """
 
 import cProfile
 import io
+import json
 import os
 import pstats
+import sqlite3
 
 from .common import TempDir, median, ms, progress, timed
 
@@ -29,10 +39,12 @@ def run(rounds=5, reports_per_round=5, sizes=SIZES, synchronous="FULL"):
 
 
 def _run(jobs, rounds, reports_per_round, sizes, synchronous):
-    times = {n: {"create": [], "report": [], "subtasks": [], "consolidate": []} for n in sizes}
+    times = {n: {"create": [], "report": [], "subtasks": [], "consolidate": [], "raw_json_set": [],
+                 "raw_splice": []} for n in sizes}
     profile = None
     with TempDir() as tmp:
         db = os.path.join(tmp, "jobs.db")
+        raw = _Raw(db, synchronous)
         for r in range(rounds):
             for n in sizes:
                 queries = [f"GET /api/items/{i}" for i in range(n)]
@@ -42,6 +54,10 @@ def _run(jobs, rounds, reports_per_round, sizes, synchronous):
                     t, _ = timed(jobs.update_subtask_status, job, f"sub_{i}", "completed", "[200 OK] 5 items",
                                  agent_id=f"bench_{i}", db=db)
                     times[n]["report"].append(t)
+                for ref, write in (("raw_json_set", raw.json_set), ("raw_splice", raw.splice)):
+                    twin = jobs.create_job_with_subtasks(3600, {"prompt": "fan-out"}, queries, db=db)
+                    for i in range(1, reports_per_round + 1):
+                        times[n][ref].append(timed(write, twin, i)[0])
                 t, _ = timed(jobs.get_job_subtasks, job, db=db)
                 times[n]["subtasks"].append(t)
                 t, _ = timed(jobs.consolidate_subtask_results, job, db=db)
@@ -49,6 +65,7 @@ def _run(jobs, rounds, reports_per_round, sizes, synchronous):
                 if r == rounds - 1 and n == 1000 and 1000 in sizes:
                     profile = _profile(jobs, job, db, first=reports_per_round + 1)
             progress(f"fan-out ({synchronous}): round {r + 1}/{rounds}")
+        raw.close()
         jobs.close_stores()
     out = {"rounds": rounds, "reports_per_round": reports_per_round, "synchronous": synchronous, "sizes": {},
            "goal_ratio": GOAL}
@@ -58,8 +75,53 @@ def _run(jobs, rounds, reports_per_round, sizes, synchronous):
     if big in out["sizes"]:
         out["ratio"] = round(out["sizes"][big]["report_ms"] / out["sizes"][small]["report_ms"], 2)
         out["goal_met"] = out["ratio"] <= GOAL
+        for ref in ("raw_json_set", "raw_splice"):
+            out[f"{ref}_ratio"] = round(out["sizes"][big][f"{ref}_ms"] / out["sizes"][small][f"{ref}_ms"], 2)
     out["profile_report_1000"] = profile
     return out
+
+
+class _Raw:
+    """The physical references: one sub-task's report written with bare ``sqlite3``.
+
+    Like brain's report, each is one ``BEGIN IMMEDIATE`` transaction that sets the
+    sub-task's status, result and time and appends a history event.
+    """
+
+    def __init__(self, db, synchronous):
+        self.conn = sqlite3.connect(db, isolation_level=None)
+        self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+    def close(self):
+        self.conn.close()
+
+    @staticmethod
+    def _event(i):
+        return json.dumps({"at": "2026-11-29T00:00:00.000Z", "event": "report", "sub_task_id": f"sub_{i}",
+                           "status": "completed", "agent_id": f"raw_{i}"}, separators=(",", ":"))
+
+    def json_set(self, job, i):
+        k = i - 1
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(
+            f"UPDATE jobs SET sub_tasks = json_set(sub_tasks, '$[{k}].status', 'completed', '$[{k}].result', "
+            f"'[200 OK] 5 items', '$[{k}].updated_at', '2026-11-29T00:00:00.000Z'), "
+            "history = json_insert(history, '$[#]', json(?)) WHERE job_id = ?", (self._event(i), job))
+        self.conn.execute("COMMIT")
+
+    def splice(self, job, i):
+        """Find the sub-task in the stored text, replace only its bytes, write the text back."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        subs, history = self.conn.execute("SELECT sub_tasks, history FROM jobs WHERE job_id = ?", (job,)).fetchone()
+        start = subs.index(f'{{"sub_task_id":"sub_{i}",')
+        end = subs.find(',{"sub_task_id":', start)
+        end = len(subs) - 1 if end < 0 else end
+        sub = json.loads(subs[start:end])
+        sub.update(status="completed", result="[200 OK] 5 items", updated_at="2026-11-29T00:00:00.000Z")
+        subs = subs[:start] + json.dumps(sub, separators=(",", ":"), ensure_ascii=False) + subs[end:]
+        history = history[:-1] + "," + self._event(i) + "]"
+        self.conn.execute("UPDATE jobs SET sub_tasks = ?, history = ? WHERE job_id = ?", (subs, history, job))
+        self.conn.execute("COMMIT")
 
 
 def _profile(jobs, job, db, first, count=20):

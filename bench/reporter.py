@@ -4,7 +4,8 @@ Protocol: one JSON order on stdin's first line; the process prepares
 (imports, connection), prints ``ready``, waits for ``go`` on stdin, then
 reports sub_k of every job in turn (running, then completed) and prints one
 JSON line: its start and end (``time.monotonic``, system-wide on Linux),
-per-report latencies, successes and errors.
+per-report latencies, the CPU time it used while reporting (user and system),
+successes and errors.
 
 Modes: ``api`` (``jobs.update_subtask_status`` on a SQLite path or a
 PostgreSQL URL), ``sqlite-raw`` (``BEGIN IMMEDIATE`` + one ``json_set``
@@ -114,6 +115,7 @@ def main():
     if sys.stdin.readline().strip() != "go":
         return 1
     latencies, ok, errors = [], 0, []
+    cpu0 = time.process_time()
     start = time.monotonic()
     for job in order["jobs"]:
         for status, result in (("running", None), ("completed", f"r{k}")):
@@ -125,7 +127,9 @@ def main():
                 errors.append(str(exc)[:200])
             latencies.append(time.perf_counter() - t0)
     end = time.monotonic()
-    print(json.dumps({"k": k, "start": start, "end": end, "latencies": latencies, "ok": ok, "errors": errors}),
+    cpu = time.process_time() - cpu0
+    print(json.dumps({"k": k, "start": start, "end": end, "cpu": cpu, "latencies": latencies, "ok": ok,
+                      "errors": errors}),
           flush=True)
     return 0
 
