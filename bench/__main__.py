@@ -68,6 +68,8 @@ def _contended_rows(n, label, out, rows):
         if mode not in ("api", out["limit"]):
             rows.append((n, f"  other raw mode: {mode}", _f(side["per_second"], "/s"), "", "", "",
                          "INFO"))
+    rows.append((n, f"  CPU per report, all reporters ({label})", _f(api["cpu_us"], " us"),
+                 f"raw {_f(limit['cpu_us'], ' us')}", "", "", "INFO"))
     rows.append((n, f"  report latency p50 / p99 / max ({label})",
                  f"{_f(api['p50_ms'])} / {_f(api['p99_ms'])} / {_f(api['max_ms'])} ms",
                  f"raw {_f(limit['p50_ms'])} / {_f(limit['p99_ms'])} / {_f(limit['max_ms'])} ms", "",
@@ -86,7 +88,8 @@ def row_fanout(scale, figures, rows, synchronous):
     rows.append(("3", f"report on 1,000 vs 10 sub-tasks (synchronous={synchronous})", _f(s["1000"]["report_ms"], " ms"),
                  f"10 sub-tasks {_f(s['10']['report_ms'], ' ms')}", f"{out['ratio']:.2f}x", "<= 2x",
                  _verdict(out["goal_met"])))
-    for ref, what in (("raw_json_set", "one json_set statement"), ("raw_splice", "text splice, no JSON decoding")):
+    for ref, what in (("raw_json_set", "one json_set statement"), ("raw_splice", "text splice, no JSON decoding"),
+                      ("raw_slack", "same splice, constant-size record")):
         rows.append(("3", f"  physical reference: bare sqlite3, {what}", _f(s["1000"][f"{ref}_ms"], " ms"),
                      f"10 sub-tasks {_f(s['10'][f'{ref}_ms'], ' ms')}", f"{out[f'{ref}_ratio']:.2f}x", "", "INFO"))
     for n in ("10", "1000", "5000"):

@@ -106,6 +106,7 @@ def _side(runs):
         "p50_ms": median([r["p50_ms"] for r in runs]),
         "p99_ms": median([r["p99_ms"] for r in runs]),
         "max_ms": max(r["max_ms"] for r in runs),
+        "cpu_us": median([r["cpu_us_per_report"] for r in runs]),
         "errors": sum(r["errors"] for r in runs),
         "lost": sum(r["lost"] for r in runs),
         "wrong_final_state": sum(r["wrong"] for r in runs),
