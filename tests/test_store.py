@@ -122,3 +122,17 @@ def test_a_report_imports_no_heavy_module(db):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr
+
+
+def test_a_report_finds_its_sub_task_when_another_program_reordered_them(db):
+    """Reports look at position n for sub_n first; a job stored in another order still works."""
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a", "b", "c"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE jobs SET sub_tasks = json_array(json_extract(sub_tasks, '$[2]'), "
+                     "json_extract(sub_tasks, '$[0]'), json_extract(sub_tasks, '$[1]')) WHERE job_id = ?", (job,))
+    assert [s["sub_task_id"] for s in jobs.get_job_subtasks(job)] == ["sub_3", "sub_1", "sub_2"]
+    jobs.update_subtask_status(job, "sub_1", "completed", "first")
+    jobs.update_subtask_status(job, "sub_3", "failed", "third")
+    subs = {s["sub_task_id"]: (s["query"], s["status"], s["result"]) for s in jobs.get_job_subtasks(job)}
+    assert subs == {"sub_1": ("a", "completed", "first"), "sub_2": ("b", "pending", None),
+                    "sub_3": ("c", "failed", "third")}

@@ -77,7 +77,12 @@ def event(now, name, **fields) -> dict:
 
 
 def find_subtask(row, sub_task_id) -> dict:
-    for sub in row["sub_tasks"]:
+    subs = row["sub_tasks"]
+    # sub_<n> is created at position n: look there first (a big job is not scanned per report).
+    n = sub_task_id[4:]
+    if n.isdigit() and 0 < int(n) <= len(subs) and subs[int(n) - 1]["sub_task_id"] == sub_task_id:
+        return subs[int(n) - 1]
+    for sub in subs:
         if sub["sub_task_id"] == sub_task_id:
             return sub
     raise NotFound(

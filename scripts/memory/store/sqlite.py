@@ -65,6 +65,8 @@ def _decode(values) -> dict:
 
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
+_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[1:])} WHERE job_id = ?"
 
 
 def _translate(exc: sqlite3.Error, path: str) -> StoreError:
@@ -115,13 +117,11 @@ class _Transaction:
         return _decode(row) if row else None
 
     def insert(self, row):
-        marks = ", ".join("?" for _ in COLUMNS)
-        self._conn.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({marks})", _encode(row))
+        self._conn.execute(_INSERT, _encode(row))
 
     def replace(self, row):
         values = _encode(row)
-        sets = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
-        self._conn.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", values[1:] + values[:1])
+        self._conn.execute(_UPDATE, values[1:] + values[:1])
 
     def delete(self, job_id):
         return self._conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount > 0
