@@ -22,6 +22,13 @@ _std_loads = json.JSONDecoder().decode
 dumps = _std_dumps
 loads = _std_loads
 loads_bytes = json.loads  # text or UTF-8 bytes (what a driver hands over)
+
+
+def _std_dumpb(value) -> bytes:
+    return _std_dumps(value).encode()
+
+
+dumpb = _std_dumpb  # the same JSON as ``dumps``, as UTF-8 bytes
 _writes = 0
 
 
@@ -35,7 +42,7 @@ def note_write() -> None:
 
 def use_orjson() -> bool:
     """Switch this process to orjson now; False when it is not installed."""
-    global dumps, loads, loads_bytes
+    global dumps, dumpb, loads, loads_bytes
     try:
         import orjson
     except ImportError:
@@ -48,11 +55,17 @@ def use_orjson() -> bool:
         except (TypeError, orjson.JSONEncodeError):
             return _std_dumps(value)  # e.g. an integer beyond 64 bits, which json handles
 
-    dumps, loads, loads_bytes = fast_dumps, orjson.loads, orjson.loads
+    def fast_dumpb(value):
+        try:
+            return orjson.dumps(value, option=option)
+        except (TypeError, orjson.JSONEncodeError):
+            return _std_dumpb(value)
+
+    dumps, dumpb, loads, loads_bytes = fast_dumps, fast_dumpb, orjson.loads, orjson.loads
     return True
 
 
 def use_stdlib() -> None:
     """Back to the standard library (tests)."""
-    global dumps, loads, loads_bytes, _writes
-    dumps, loads, loads_bytes, _writes = _std_dumps, _std_loads, json.loads, 0
+    global dumps, dumpb, loads, loads_bytes, _writes
+    dumps, dumpb, loads, loads_bytes, _writes = _std_dumps, _std_dumpb, _std_loads, json.loads, 0

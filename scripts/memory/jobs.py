@@ -61,19 +61,24 @@ def _not_found(job_id):
     return NotFound(f"job {job_id} not found (it may have been purged after expiry); see brain job list --all")
 
 
-def _mutate(job_id, change, db=None):
+def _mutate(job_id, change, db=None, lazy=False):
     """Run ``change(row, now)`` on one job inside one write transaction.
 
     Expiry and deadlines are applied first. If ``change`` raises a
     ``BrainError``, what the sweep did and a recorded refusal are still
     committed; nothing else is.
+
+    ``lazy``: the caller uses what ``change`` returns, never the row, so the
+    store may hand the rules lazy views of the sub-tasks and history that
+    decode only what is touched (SQLite, ``store/layout.py``): a report on a
+    job of 1,000 sub-tasks then costs about what it costs on 10.
     """
     job_id = validate.job_id(job_id)
     now = _now()
     failure = outcome = None
     with _store(db).write() as tx:
         _housekeep(tx, now)
-        row = tx.get(job_id)
+        row = tx.get(job_id, lazy=lazy)
         if row is None:
             raise _not_found(job_id)
         swept = state.sweep(row, now)
@@ -214,8 +219,9 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     agent_id = validate.agent_id(agent_id)
     if not isinstance(force, bool):  # force="no" is truthy: never override ownership by accident
         raise InvalidInput("force must be True or False")
-    _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db)
-    return sub
+    _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db,
+                     lazy=True)
+    return dict(sub)
 
 
 def update_subtasks(job_id, reports, db=None) -> list:
@@ -250,7 +256,7 @@ def update_subtasks(job_id, reports, db=None) -> list:
 
     if not checked:
         return []
-    _, outcomes = _mutate(job_id, apply, db)
+    _, outcomes = _mutate(job_id, apply, db, lazy=True)
     return outcomes
 
 
@@ -331,8 +337,9 @@ def link_host_agent(job_id, sub_task_id, host_agent_id, db=None) -> dict:
     """Record the host's agent id for the worker of a sub-task."""
     sub_task_id = validate.sub_task_id(sub_task_id)
     host_agent_id = validate.agent_id(host_agent_id)
-    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, now), db)
-    return sub
+    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, now), db,
+                     lazy=True)
+    return dict(sub)
 
 
 def delete_job(job_id, db=None) -> bool:

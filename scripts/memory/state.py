@@ -99,17 +99,21 @@ def derived_status(row) -> str:
     """A distributed job's status follows its sub-tasks."""
     if row["type"] != DISTRIBUTED:
         return row["status"]
-    states = [s["status"] for s in row["sub_tasks"]]
-    if all(s in FINAL for s in states):
-        return "failed" if "failed" in states else "completed"
-    if all(s == "pending" for s in states):
+    c = counts(row)
+    if c["pending"] + c["running"] == 0:
+        return "failed" if c["failed"] else "completed"
+    if c["pending"] == len(row["sub_tasks"]):
         return "pending"
     return "running"
 
 
 def counts(row) -> dict:
+    """Sub-tasks by status. A store's lazy view answers from its tally, decoding nothing."""
+    subs = row["sub_tasks"]
+    if hasattr(subs, "counts"):
+        return subs.counts()
     c = dict.fromkeys(validate.STATUSES, 0)
-    for s in row["sub_tasks"]:
+    for s in subs:
         c[s["status"]] += 1
     return c
 
@@ -156,7 +160,12 @@ def needs_sweep(row, now) -> bool:
     if is_expired(row, now):
         return True
     stamp = iso(now)
-    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in row["sub_tasks"])
+    subs = row["sub_tasks"]
+    if hasattr(subs, "earliest_deadline"):  # a lazy view: its tally knows when anything can be due
+        earliest = subs.earliest_deadline()
+        if earliest is None or earliest > stamp:
+            return False
+    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in subs)
 
 
 def sweep(row, now) -> bool:

@@ -37,7 +37,13 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
     ``close()``
 
 ``Transaction``
-    ``get(job_id) -> row | None``     the current row, locked until commit
+    ``get(job_id, lazy=False) -> row | None``
+                                       the current row, locked until commit. With
+                                       ``lazy`` the backend may give ``sub_tasks`` and
+                                       ``history`` as the read-on-demand views of
+                                       ``layout`` (list-like; ``replace`` writes back
+                                       only what changed); only for writes whose
+                                       caller never uses the row itself
     ``insert(row)``                    a new row (the id is new)
     ``replace(row)``                   store every column of an existing row
     ``delete(job_id) -> bool``

@@ -253,7 +253,8 @@ class _Transaction:
     def __init__(self, conn):
         self._conn = conn
 
-    def get(self, job_id):
+    def get(self, job_id, lazy=False):
+        # ``lazy`` is SQLite's concern (store/layout.py): jsonb rows are always decoded whole.
         row = self._conn.execute(_SELECT + " WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
         return _decode(row) if row else None
 

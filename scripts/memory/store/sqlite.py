@@ -9,6 +9,11 @@ shows the truth.
 ``synchronous=FULL`` by default: a report that returned success survives a
 crash of the process and of the machine. ``BRAIN_SYNCHRONOUS=NORMAL``
 trades the latter for speed.
+
+``sub_tasks`` and ``history`` are written as ``layout`` lays them out (JSON
+with whitespace room), and ``job_tally`` keeps each job's counts, so that a
+report rewrites a few pages of the row and decodes one sub-task, however
+big the job.
 """
 
 import os
@@ -19,7 +24,7 @@ from contextlib import contextmanager
 
 from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
-from . import COLUMNS, JSON_COLUMNS
+from . import COLUMNS, JSON_COLUMNS, layout
 from .lock import WriteLock
 
 WAIT_INTERVAL = 0.05  # seconds between two looks of ``wait`` (SQLite cannot notify)
@@ -48,12 +53,67 @@ def _migration_1(conn):
     conn.execute("CREATE INDEX IF NOT EXISTS jobs_status_expires ON jobs (status, expires_at)")
 
 
+def _migration_2(conn):
+    """``job_tally``: per job, sub-tasks by status and the earliest running deadline (see ``layout``).
+
+    It is derived from ``jobs.sub_tasks`` and only trusted while it is there:
+    the triggers drop it whenever anything, brain or another program,
+    writes ``sub_tasks`` or deletes the job, and brain's writes put it back
+    in the same transaction. A job without a tally is read the slow way.
+    """
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS job_tally (
+            job_id TEXT PRIMARY KEY,
+            pending INTEGER NOT NULL, running INTEGER NOT NULL,
+            completed INTEGER NOT NULL, failed INTEGER NOT NULL,
+            next_deadline TEXT,
+            width INTEGER NOT NULL
+        )"""
+    )
+    conn.execute("""CREATE TRIGGER IF NOT EXISTS jobs_tally_stale AFTER UPDATE OF sub_tasks ON jobs
+                    BEGIN DELETE FROM job_tally WHERE job_id = OLD.job_id; END""")
+    conn.execute("""CREATE TRIGGER IF NOT EXISTS jobs_tally_gone AFTER DELETE ON jobs
+                    BEGIN DELETE FROM job_tally WHERE job_id = OLD.job_id; END""")
+
+
 # Named, ordered, idempotent steps; ``PRAGMA user_version`` records how many ran.
-MIGRATIONS = (_migration_1,)
+MIGRATIONS = (_migration_1, _migration_2)
+OURS = ("jobs", "jobs_status_expires", "job_tally", "jobs_tally_stale", "jobs_tally_gone")
+_LAID_OUT = ("history", "sub_tasks")  # written as ``layout`` lays them out
 
 
-def _encode(row: dict) -> tuple:
-    return tuple(codec.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
+def _encode(row: dict) -> "tuple[tuple, tuple]":
+    """The column values to store, and the job's tally row (see ``layout``)."""
+    values = []
+    tally = None
+    subs = row["sub_tasks"]
+    compact = not isinstance(subs, (list, layout.Slots)) or len(subs) < layout.SLOTTED_FROM
+    for c in COLUMNS:
+        value = row[c]
+        if c in _LAID_OUT and (compact or not isinstance(value, (list, layout.Slots, layout.History))):
+            # A small job, stored compact and read whole; or not an array (another program's
+            # write), stored as it is.
+            values.append(codec.dumpb(layout.plain(value)))
+        elif c == "sub_tasks":
+            text = value.patched() if isinstance(value, layout.Slots) else None
+            if text is None:
+                text, width = layout.subtasks_text(value)
+                counts, earliest = layout.tally(value)
+            else:
+                width, counts, earliest = value.width, value.counts(), value.earliest_deadline()
+            tally = (row["job_id"], counts["pending"], counts["running"], counts["completed"], counts["failed"],
+                     earliest, width)
+            values.append(text)
+        elif c == "history":
+            text = value.patched() if isinstance(value, layout.History) else None
+            if text is None:
+                text = value.relaid() if isinstance(value, layout.History) else layout.history_text(value)
+            values.append(text)
+        elif c in JSON_COLUMNS:
+            values.append(codec.dumps(value))
+        else:
+            values.append(value)
+    return tuple(values), tally
 
 
 def _decode(values) -> dict:
@@ -64,9 +124,44 @@ def _decode(values) -> dict:
     return row
 
 
+def _mark(c):
+    return "CAST(? AS TEXT)" if c in _LAID_OUT else "?"  # bytes of UTF-8, stored as text
+
+
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
-_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[1:])} WHERE job_id = ?"
+_INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join(_mark(c) for c in COLUMNS)})"
+_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = {_mark(c)}' for c in COLUMNS[1:])} WHERE job_id = ?"
+_TALLY = "INSERT OR REPLACE INTO job_tally VALUES (?, ?, ?, ?, ?, ?, ?)"
+# A write's read: the laid-out columns as bytes, and the tally when there is one.
+_SELECT_FOR_WRITE = (
+    "SELECT " + ", ".join(f"CAST(j.{c} AS BLOB)" if c in _LAID_OUT else f"j.{c}" for c in COLUMNS)
+    + ", t.pending, t.running, t.completed, t.failed, t.next_deadline, t.width"
+    + " FROM jobs AS j LEFT JOIN job_tally AS t ON t.job_id = j.job_id WHERE j.job_id = ?"
+)
+_HISTORY, _SUBTASKS = COLUMNS.index("history"), COLUMNS.index("sub_tasks")
+
+
+def _decode_for_write(values, lazy) -> dict:
+    """A row for the rules; with ``lazy``, sub-tasks and history as ``layout``'s views when the tally allows."""
+    values, (pending, running, completed, failed, earliest, width) = values[:len(COLUMNS)], values[len(COLUMNS):]
+    subs, history = values[_SUBTASKS], values[_HISTORY]
+    row = dict(zip(COLUMNS, values))
+    for c in JSON_COLUMNS:
+        if c not in _LAID_OUT and row[c] is not None:
+            row[c] = codec.loads(row[c])
+    counts = {"pending": pending, "running": running, "completed": completed, "failed": failed}
+    n = sum(counts.values()) if width is not None else 0
+    fast = lazy and width is not None and subs is not None and len(subs) == (n * (width + 1) + 1 if n else 2)
+    row["sub_tasks"] = layout.Slots(subs, width, counts, earliest) if fast else _loads(subs)
+    if lazy and history is not None and history.lstrip().startswith(b"[") and history.rstrip().endswith(b"]"):
+        row["history"] = layout.History(history)
+    else:
+        row["history"] = _loads(history)
+    return row
+
+
+def _loads(value):
+    return None if value is None else codec.loads_bytes(value)
 
 
 def _translate(exc: sqlite3.Error, path: str) -> StoreError:
@@ -112,16 +207,21 @@ class _Transaction:
     def __init__(self, conn):
         self._conn = conn
 
-    def get(self, job_id):
-        row = self._conn.execute(_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
-        return _decode(row) if row else None
+    def get(self, job_id, lazy=False):
+        values = self._conn.execute(_SELECT_FOR_WRITE, (job_id,)).fetchone()
+        return _decode_for_write(values, lazy) if values else None
 
     def insert(self, row):
-        self._conn.execute(_INSERT, _encode(row))
+        values, tally = _encode(row)
+        self._conn.execute(_INSERT, values)
+        if tally:
+            self._conn.execute(_TALLY, tally)
 
     def replace(self, row):
-        values = _encode(row)
+        values, tally = _encode(row)
         self._conn.execute(_UPDATE, values[1:] + values[:1])
+        if tally:  # after the UPDATE, whose trigger dropped the old one
+            self._conn.execute(_TALLY, tally)
 
     def delete(self, job_id):
         return self._conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount > 0
@@ -222,7 +322,7 @@ class SQLiteStore:
         else:
             other = conn.execute(
                 "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
-                "AND name NOT IN ('jobs', 'jobs_status_expires') LIMIT 1"
+                f"AND name NOT IN ({', '.join(repr(n) for n in OURS)}) LIMIT 1"
             ).fetchone()
             if other is None:
                 return

@@ -1,0 +1,216 @@
+"""How the SQLite store lays out a job's ``sub_tasks`` and ``history`` text.
+
+Both stay plain JSON that any reader reads unchanged (``json.loads``,
+``json_extract``, the seed's own code); what differs is insignificant
+whitespace, placed so that a report rewrites the same number of bytes:
+
+- ``sub_tasks`` is ``[slot,slot,...]``: each slot is one sub-task's compact
+  JSON padded with spaces to one width shared by the whole job, with room
+  left for a result. Sub-task *n* sits at a known byte offset.
+- ``history`` is the compact array followed by spaces: room where new
+  events are written in place.
+
+Why: SQLite stores a row as one record. When a report changes the record's
+size, SQLite frees and rewrites every overflow page of it (about 50 pages
+at 1,000 sub-tasks, each one written to the WAL and synced). When the size
+stays the same, it overwrites the record in place and writes only the pages
+whose bytes changed. With this layout a report on a big job costs about
+what it costs on a small one (``bench/``, row 3).
+
+Together with a *tally* of the job (how many sub-tasks are in each status,
+and a lower bound of the running sub-tasks' deadlines, kept in the
+``job_tally`` table), this lets a report decode only the sub-task it
+changes: :class:`Slots` and :class:`History` are the lazy views the store
+hands to the rules (``state.py``) for that. When an edit does not fit (a
+result longer than the room, a history that ran out of room), the store
+lays the whole value out again, which is what every write did before.
+
+Jobs of fewer than ``SLOTTED_FROM`` sub-tasks are stored compact, with no
+tally, and read whole, as before. Widths and offsets are in bytes of UTF-8,
+never in characters.
+"""
+
+from .. import codec
+
+SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
+HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
+# Below this many sub-tasks a job is stored compact and read whole: decoding a small job
+# costs less than keeping its tally and reading and writing a record made bigger by room
+# (measured on 16-sub-task jobs with 16 contending writers: bench/, row 2).
+SLOTTED_FROM = 64
+STATUSES = ("pending", "running", "completed", "failed")
+
+
+# -- writing a whole value -------------------------------------------------
+
+def subtasks_text(subs) -> "tuple[bytes, int]":
+    """The slotted text of ``subs`` and its slot width."""
+    encoded = [codec.dumpb(s) for s in subs]
+    width = (max(map(len, encoded)) if encoded else 0) + SLOT_ROOM
+    return b"[" + b",".join(e.ljust(width) for e in encoded) + b"]", width
+
+
+def history_text(events) -> bytes:
+    """The compact history followed by room for the events to come (about half again its size)."""
+    text = codec.dumpb(list(events))
+    return text + b" " * max(HISTORY_ROOM, len(text) // 2)
+
+
+def tally(subs) -> "tuple[dict, str | None]":
+    """Counts by status, and the earliest deadline of a running sub-task (None if none)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    earliest = None
+    for s in subs:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+        if s["status"] == "running" and s.get("deadline") and (earliest is None or s["deadline"] < earliest):
+            earliest = s["deadline"]
+    return counts, earliest
+
+
+# -- lazy views for one write ----------------------------------------------
+
+class Slots:
+    """A job's sub-tasks read from slotted text, decoded one at a time.
+
+    Reads like a list of dicts (``len``, indexing, iteration). A dict handed
+    out may be changed in place; :meth:`patched` writes the changed ones back
+    into their slots. :meth:`counts` and :meth:`earliest_deadline` answer from
+    the tally, corrected for what this write changed, without decoding the
+    rest. Iterating decodes everything (the rules that need every sub-task
+    still work, at the old cost).
+    """
+
+    def __init__(self, text: bytes, width: int, counts: dict, earliest):
+        self._text = text
+        self._width = width
+        self._n = (len(text) - 1) // (width + 1) if len(text) > 2 else 0
+        self._counts = counts
+        self._earliest = earliest
+        self._cache = {}  # index -> decoded dict, handed out
+        self._before = {}  # index -> (status, deadline) when decoded
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("sub-task index out of range")
+        sub = self._cache.get(i)
+        if sub is None:
+            start = 1 + i * (self._width + 1)
+            sub = self._cache[i] = codec.loads_bytes(self._text[start:start + self._width])
+            self._before[i] = (sub["status"], sub.get("deadline"))
+        return sub
+
+    def __iter__(self):
+        return (self[i] for i in range(self._n))
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+    def __repr__(self):
+        return f"Slots({list(self)!r})"
+
+    def counts(self) -> dict:
+        counts = dict(self._counts)
+        for i, sub in self._cache.items():
+            counts[self._before[i][0]] -= 1
+            counts[sub["status"]] = counts.get(sub["status"], 0) + 1
+        return counts
+
+    def earliest_deadline(self):
+        """A lower bound of the running sub-tasks' deadlines (None: none can be due)."""
+        earliest = self._earliest
+        for sub in self._cache.values():
+            d = sub.get("deadline")
+            if sub["status"] == "running" and d and (earliest is None or d < earliest):
+                earliest = d
+        return earliest
+
+    def patched(self):
+        """The text with every handed-out sub-task written back in its slot, same length;
+        None when one no longer fits its slot (then the whole value is laid out again)."""
+        if not self._cache:
+            return self._text
+        text = bytearray(self._text)
+        for i, sub in self._cache.items():
+            encoded = codec.dumpb(sub)
+            if len(encoded) > self._width:
+                return None
+            start = 1 + i * (self._width + 1)
+            text[start:start + self._width] = encoded.ljust(self._width)
+        return bytes(text)
+
+
+class History:
+    """A job's history read from text with room after it: appended to without decoding.
+
+    ``append`` and ``len`` need nothing decoded; reading the events (iteration,
+    indexing, ``reversed``) decodes them once.
+    """
+
+    def __init__(self, text: bytes):
+        self._text = text
+        self._end = len(text.rstrip())  # just past the closing bracket
+        self._old = None
+        self._new = []
+
+    def _events(self):
+        if self._old is None:
+            self._old = codec.loads_bytes(self._text[:self._end])
+        return self._old
+
+    def append(self, event):
+        self._new.append(event)
+
+    def __len__(self):
+        return len(self._events()) + len(self._new)
+
+    def __iter__(self):
+        yield from self._events()
+        yield from self._new
+
+    def __reversed__(self):
+        yield from reversed(self._new)
+        yield from reversed(self._events())
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+    def __repr__(self):
+        return f"History({list(self)!r})"
+
+    def _grown(self) -> bytes:
+        added = b",".join(codec.dumpb(e) for e in self._new)
+        head = self._text[:self._end - 1]  # without the closing bracket
+        return head + (b"," if head.rstrip() != b"[" else b"") + added + b"]"
+
+    def patched(self):
+        """The text with the new events written into the room, same length; None when they do not fit."""
+        if not self._new:
+            return self._text
+        grown = self._grown()
+        if len(grown) > len(self._text):
+            return None
+        return grown.ljust(len(self._text))
+
+    def relaid(self) -> bytes:
+        """The text with the new events and fresh room (nothing decoded): when ``patched`` is None."""
+        grown = self._grown() if self._new else self._text[:self._end]
+        return grown + b" " * max(HISTORY_ROOM, len(grown) // 2)
+
+
+def plain(value):
+    """A lazy view as a plain list (what leaves a write); anything else as it is."""
+    return list(value) if isinstance(value, (Slots, History)) else value
