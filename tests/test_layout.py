@@ -149,6 +149,7 @@ def test_a_small_job_stays_compact_and_has_no_tally(db):
     text, history = _raw(db, "SELECT sub_tasks, history FROM jobs")[0]
     assert " " not in text and not history.endswith(" ") and _tally(db, job) == []
     assert json.loads(text)[0]["result"] == "r"
+    assert [e["event"] for e in json.loads(history)] == ["created", "report"]
 
 
 # -- the views themselves ------------------------------------------------------------------

@@ -205,6 +205,10 @@ class History:
             return None
         return grown.ljust(len(self._text))
 
+    def compact(self) -> bytes:
+        """The text with the new events and no room (a small job's history), nothing decoded."""
+        return self._grown() if self._new else self._text[:self._end]
+
     def relaid(self) -> bytes:
         """The text with the new events and fresh room (nothing decoded): when ``patched`` is None."""
         grown = self._grown() if self._new else self._text[:self._end]

@@ -91,9 +91,9 @@ def _encode(row: dict) -> "tuple[tuple, tuple]":
     for c in COLUMNS:
         value = row[c]
         if c in _LAID_OUT and (compact or not isinstance(value, (list, layout.Slots, layout.History))):
-            # A small job, stored compact and read whole; or not an array (another program's
-            # write), stored as it is.
-            values.append(codec.dumpb(layout.plain(value)))
+            # A small job, stored compact (its history appended to without decoding it); or not
+            # an array (another program's write), stored as it is.
+            values.append(value.compact() if isinstance(value, layout.History) else codec.dumpb(layout.plain(value)))
         elif c == "sub_tasks":
             text = value.patched() if isinstance(value, layout.Slots) else None
             if text is None:
