@@ -72,7 +72,9 @@ def new_row(job_id, ttl, data, job_type, queries, tools_required, now) -> dict:
 def event(now, name, **fields) -> dict:
     """A history event: UTC time, what happened, and the fields that apply."""
     ev = {"at": iso(now), "event": name}
-    ev.update((k, v) for k, v in fields.items() if v is not None)
+    for k, v in fields.items():
+        if v is not None:
+            ev[k] = v
     return ev
 
 
@@ -165,7 +167,10 @@ def needs_sweep(row, now) -> bool:
         earliest = subs.earliest_deadline()
         if earliest is None or earliest > stamp:
             return False
-    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in subs)
+    for s in subs:
+        if s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp:
+            return True
+    return False
 
 
 def sweep(row, now) -> bool:
