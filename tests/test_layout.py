@@ -168,6 +168,9 @@ def test_slots_read_and_write_like_a_list_in_bytes_not_characters():
     patched = view.patched()
     assert len(patched) == len(text)
     assert [s["status"] for s in json.loads(patched)] == ["pending", "completed", "pending"]
+    assert view.earliest_deadline() is None
+    view[0].update(status="running", deadline="2026-11-29T10:00:00.000Z")  # what a write gives, the tally counts
+    assert view.earliest_deadline() == "2026-11-29T10:00:00.000Z"
     view[2]["result"] = "x" * (width + 1)
     assert view.patched() is None  # does not fit: the store lays everything out again
 
@@ -184,3 +187,82 @@ def test_history_appends_in_its_room_and_reads_in_order():
     empty = layout.History(b"[]")
     empty.append({"event": "x"})
     assert empty.patched() is None and json.loads(empty.relaid()) == [{"event": "x"}]
+
+
+# -- the same operations, laid out or compact, give the same answers -----------------------
+
+def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tmp_path, fake_clock, monkeypatch):
+    """A seeded random walk of reports, batches, links, dispatches, retries, another program's
+    SQL writes and passing time, run on two stores: one lays its 80-sub-task job out in slots
+    (the lazy path), the other stores it compact (read whole, as every job was before).
+    Every answer, error and row must be the same."""
+    import random
+
+    from scripts.memory.errors import BrainError
+
+    rng = random.Random(20261129)
+    stores = {"slots": str(tmp_path / "slots.db"), "compact": str(tmp_path / "compact.db")}
+    counters = {}
+
+    def on(kind, fn):
+        """Run ``fn(db)`` on one store, with its layout threshold and its own id sequence."""
+        monkeypatch.setattr(layout, "SLOTTED_FROM", 64 if kind == "slots" else 10 ** 9)
+        seq = counters.setdefault(kind, iter(range(10 ** 6)))
+        for module in (jobs, jobs.state):
+            monkeypatch.setattr(module, "_token", lambda n, seq=seq: f"{next(seq):0{2 * n}x}")
+        try:
+            return ("ok", fn(stores[kind]))
+        except BrainError as exc:
+            return ("error", type(exc).__name__, str(exc))
+
+    def both(fn):
+        a, b = on("slots", fn), on("compact", fn)
+        assert a == b
+        return a
+
+    n = 80
+    job = both(lambda db: jobs.create_job_with_subtasks(3600, {"prompt": "walk"},
+                                                          [f"q{i} " + "ü" * (i % 7) for i in range(1, n + 1)],
+                                                          db=db))[1]
+    results = ["ok", "[200 OK] 5 items", "é" * 200, "x" * 200, "line\twith tab", "日本" * 40, None]
+    laid_out = 0
+    for step in range(400):
+        sub = f"sub_{rng.randint(1, n)}"
+        kind = rng.random()
+        if kind < 0.45:
+            status = rng.choice(["running", "completed", "failed", "completed"])
+            by_owner, result, force = rng.random() < 0.8, rng.choice(results), rng.random() < 0.1
+
+            def report(db, sub=sub, status=status, by_owner=by_owner, result=result, force=force):
+                owner = jobs.get_job_subtasks(job, db=db)[int(sub[4:]) - 1]["agent_id"]
+                agent = owner if by_owner else "stranger"
+                return jobs.update_subtask_status(job, sub, status, result, agent_id=agent, force=force, db=db)
+
+            both(report)
+        elif kind < 0.6:
+            batch = [{"sub_task_id": f"sub_{rng.randint(1, n)}", "status": rng.choice(["running", "completed", "failed"]),
+                      "result": "batch"} for _ in range(rng.randint(1, 6))]
+            both(lambda db: [o if isinstance(o, dict) else str(o) for o in jobs.update_subtasks(job, batch, db=db)])
+        elif kind < 0.67:
+            both(lambda db: jobs.link_host_agent(job, sub, f"host{step}", db=db))
+        elif kind < 0.74:
+            timeout = rng.choice([5, 20, 60])
+            both(lambda db: len(jobs.dispatch_job(job, timeout=timeout, db=db)["agent_calls"]))
+        elif kind < 0.8:
+            both(lambda db: jobs.retry_subtasks(job, db=db))
+        elif kind < 0.84:
+            # Another program puts a sub-task back to pending with plain SQL.
+            i = rng.randint(0, n - 1)
+            for db in stores.values():
+                _raw(db, "UPDATE jobs SET sub_tasks = json_set(sub_tasks, ?, 'pending', ?, NULL) WHERE job_id = ?",
+                     f"$[{i}].status", f"$[{i}].result", job)
+        elif kind < 0.9:
+            fake_clock.advance(rng.choice([1, 5, 30]))
+        else:
+            both(lambda db: jobs.consolidate_subtask_results(job, db=db))
+        assert on("slots", lambda db: jobs.get_job(job, db=db)) == on("compact", lambda db: jobs.get_job(job, db=db))
+        laid_out += bool(_tally(stores["slots"], job))
+    history = both(lambda db: jobs.get_history(job, db=db))[1]
+    # The walk went through the paths it means to test, mostly on the laid-out store.
+    assert {"report", "link", "dispatch", "retry", "timeout"} <= {e["event"] for e in history}
+    assert laid_out > 300 and not _tally(stores["compact"], job)
