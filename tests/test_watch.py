@@ -36,8 +36,8 @@ def report(db, job, agents, sub, status, result):
 
 
 def start_watch(job, *extra, **kw):
-    return subprocess.Popen([sys.executable, "-X", "faulthandler", str(BRAIN), "job", "watch", job, *extra],
-                            text=True, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen([sys.executable, str(BRAIN), "job", "watch", job, *extra], text=True,
+                            stderr=subprocess.PIPE, **kw)
 
 
 SCRIPT = [("sub_1", "completed", "[200 OK] 5 items"), ("sub_2", "failed", "[500 Internal Server Error]"),
@@ -140,21 +140,20 @@ def test_json_mode_streams_changes_then_the_consolidation(db):
     assert proc.returncode == 0
 
 
+def _as_in_a_terminal():
+    # Ctrl-C reaches a foreground command with SIGINT at its default. A test run started in the
+    # background by a non-interactive shell (`./run-tests &`) inherits SIGINT ignored, and so
+    # would the watch (Python keeps an ignored SIGINT ignored), which is right for a background job.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_watching_with_exit_130(db):
     job, _ = dispatched(db)
-    proc = start_watch(job, stdout=subprocess.PIPE)
+    proc = start_watch(job, stdout=subprocess.PIPE, preexec_fn=_as_in_a_terminal)
     try:
         proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)  # it exits at once; the bound is for a machine stalled by other work
-        except subprocess.TimeoutExpired:
-            # Twice in seven full runs (never alone) it outlived 10 s: show where it was stuck.
-            where = open(f"/proc/{proc.pid}/wchan").read()
-            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's Python stack
-            proc.wait(10)
-            raise AssertionError(f"watch ignored Ctrl-C for 30 s (kernel wait: {where}):\n{proc.stderr.read()}")
-        assert code == 130
+        assert proc.wait(timeout=10) == 130
     finally:
         proc.kill()
     assert "Traceback" not in proc.stderr.read()
