@@ -221,7 +221,7 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
         raise InvalidInput("force must be True or False")
     _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db,
                      lazy=True)
-    return dict(sub)
+    return sub
 
 
 def update_subtasks(job_id, reports, db=None) -> list:
@@ -339,7 +339,7 @@ def link_host_agent(job_id, sub_task_id, host_agent_id, db=None) -> dict:
     host_agent_id = validate.agent_id(host_agent_id)
     _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, now), db,
                      lazy=True)
-    return dict(sub)
+    return sub
 
 
 def delete_job(job_id, db=None) -> bool:

@@ -81,9 +81,9 @@ def event(now, name, **fields) -> dict:
 def find_subtask(row, sub_task_id) -> dict:
     subs = row["sub_tasks"]
     # sub_<n> is created at position n: look there first (a big job is not scanned per report).
-    n = sub_task_id[4:]
-    if n.isdigit() and 0 < int(n) <= len(subs) and subs[int(n) - 1]["sub_task_id"] == sub_task_id:
-        return subs[int(n) - 1]
+    n = int(sub_task_id[4:]) if sub_task_id[4:].isdigit() else 0
+    if 0 < n <= len(subs) and subs[n - 1]["sub_task_id"] == sub_task_id:
+        return subs[n - 1]
     for sub in subs:
         if sub["sub_task_id"] == sub_task_id:
             return sub

@@ -81,6 +81,15 @@ class Slots:
     still work, at the old cost).
     """
 
+    @classmethod
+    def over(cls, text, width: int, counts: dict, earliest):
+        """The view of ``text``, or None when it is not ``sum(counts)`` slots of ``width``
+        (a tally that does not match its text is not trusted)."""
+        n = sum(counts.values())
+        if text is None or len(text) != (n * (width + 1) + 1 if n else 2):
+            return None
+        return cls(text, width, counts, earliest)
+
     def __init__(self, text: bytes, width: int, counts: dict, earliest):
         self._text = text
         self._width = width
@@ -158,6 +167,13 @@ class History:
     indexing, ``reversed``) decodes them once.
     """
 
+    @classmethod
+    def over(cls, text):
+        """The view of ``text``, or None when it is not a JSON array (another program's write)."""
+        if text is None or not (text.lstrip().startswith(b"[") and text.rstrip().endswith(b"]")):
+            return None
+        return cls(text)
+
     def __init__(self, text: bytes):
         self._text = text
         self._end = len(text.rstrip())  # just past the closing bracket
@@ -216,6 +232,33 @@ class History:
         return grown + b" " * max(HISTORY_ROOM, len(grown) // 2)
 
 
-def plain(value):
-    """A lazy view as a plain list (what leaves a write); anything else as it is."""
-    return list(value) if isinstance(value, (Slots, History)) else value
+def encode_subtasks(subs) -> "tuple[bytes, tuple | None]":
+    """The text to store for a job's sub-tasks, and the tally to keep with it.
+
+    The tally is ``(counts, earliest_deadline, width)``, or None for a job
+    stored compact: fewer than ``SLOTTED_FROM`` sub-tasks, or a value that is
+    not an array (another program's write), stored as it is. A view whose
+    changes fit their slots is patched in place; anything else is laid out anew.
+    """
+    if isinstance(subs, Slots):
+        text = subs.patched()
+        if text is not None:
+            return text, (subs.counts(), subs.earliest_deadline(), subs.width)
+    if not isinstance(subs, (list, Slots)) or len(subs) < SLOTTED_FROM:
+        return codec.dumpb(list(subs) if isinstance(subs, Slots) else subs), None
+    text, width = subtasks_text(subs)
+    counts, earliest = tally(subs)
+    return text, (counts, earliest, width)
+
+
+def encode_history(events, compact: bool) -> bytes:
+    """The text to store for a job's history: with room, unless the job is stored ``compact``.
+
+    A view's new events are written in place when they fit, appended without
+    decoding the old ones otherwise.
+    """
+    if isinstance(events, History):
+        return events.compact() if compact else events.patched() or events.relaid()
+    if compact or not isinstance(events, list):
+        return codec.dumpb(events)
+    return history_text(events)

@@ -186,12 +186,12 @@ def _iso(value) -> str:
 
 
 def _ordered(value: dict, keys: "_Rank") -> dict:
-    layout = tuple(value)
-    order = keys.orders.get(layout)
+    seen = tuple(value)  # jsonb's order
+    order = keys.orders.get(seen)
     if order is None:
         if len(keys.orders) >= 512:  # user data may bring any keys: stay bounded
             keys.orders.clear()
-        order = keys.orders[layout] = tuple(sorted(layout, key=keys.__getitem__))
+        order = keys.orders[seen] = tuple(sorted(seen, key=keys.__getitem__))
     return {k: value[k] for k in order}
 
 

@@ -82,38 +82,16 @@ OURS = ("jobs", "jobs_status_expires", "job_tally", "jobs_tally_stale", "jobs_ta
 _LAID_OUT = ("history", "sub_tasks")  # written as ``layout`` lays them out
 
 
-def _encode(row: dict) -> "tuple[tuple, tuple]":
-    """The column values to store, and the job's tally row (see ``layout``)."""
-    values = []
-    tally = None
-    subs = row["sub_tasks"]
-    compact = not isinstance(subs, (list, layout.Slots)) or len(subs) < layout.SLOTTED_FROM
-    for c in COLUMNS:
-        value = row[c]
-        if c in _LAID_OUT and (compact or not isinstance(value, (list, layout.Slots, layout.History))):
-            # A small job, stored compact (its history appended to without decoding it); or not
-            # an array (another program's write), stored as it is.
-            values.append(value.compact() if isinstance(value, layout.History) else codec.dumpb(layout.plain(value)))
-        elif c == "sub_tasks":
-            text = value.patched() if isinstance(value, layout.Slots) else None
-            if text is None:
-                text, width = layout.subtasks_text(value)
-                counts, earliest = layout.tally(value)
-            else:
-                width, counts, earliest = value.width, value.counts(), value.earliest_deadline()
-            tally = (row["job_id"], counts["pending"], counts["running"], counts["completed"], counts["failed"],
-                     earliest, width)
-            values.append(text)
-        elif c == "history":
-            text = value.patched() if isinstance(value, layout.History) else None
-            if text is None:
-                text = value.relaid() if isinstance(value, layout.History) else layout.history_text(value)
-            values.append(text)
-        elif c in JSON_COLUMNS:
-            values.append(codec.dumps(value))
-        else:
-            values.append(value)
-    return tuple(values), tally
+def _encode(row: dict) -> "tuple[tuple, tuple | None]":
+    """The column values to store, and the job's ``job_tally`` row (None: no tally; see ``layout``)."""
+    subs, tally = layout.encode_subtasks(row["sub_tasks"])
+    history = layout.encode_history(row["history"], compact=tally is None)
+    values = tuple(subs if c == "sub_tasks" else history if c == "history"
+                   else codec.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
+    if tally is None:
+        return values, None
+    counts, earliest, width = tally
+    return values, (row["job_id"], *(counts[s] for s in layout.STATUSES), earliest, width)
 
 
 def _decode(values) -> dict:
@@ -138,25 +116,23 @@ _SELECT_FOR_WRITE = (
     + ", t.pending, t.running, t.completed, t.failed, t.next_deadline, t.width"
     + " FROM jobs AS j LEFT JOIN job_tally AS t ON t.job_id = j.job_id WHERE j.job_id = ?"
 )
-_HISTORY, _SUBTASKS = COLUMNS.index("history"), COLUMNS.index("sub_tasks")
 
 
 def _decode_for_write(values, lazy) -> dict:
-    """A row for the rules; with ``lazy``, sub-tasks and history as ``layout``'s views when the tally allows."""
-    values, (pending, running, completed, failed, earliest, width) = values[:len(COLUMNS)], values[len(COLUMNS):]
-    subs, history = values[_SUBTASKS], values[_HISTORY]
+    """A row for the rules; with ``lazy``, sub-tasks and history as ``layout``'s views where the
+    stored text allows (a tally for the sub-tasks, an array for the history)."""
+    values, (*counts, earliest, width) = values[:len(COLUMNS)], values[len(COLUMNS):]
     row = dict(zip(COLUMNS, values))
     for c in JSON_COLUMNS:
         if c not in _LAID_OUT and row[c] is not None:
             row[c] = codec.loads(row[c])
-    counts = {"pending": pending, "running": running, "completed": completed, "failed": failed}
-    n = sum(counts.values()) if width is not None else 0
-    fast = lazy and width is not None and subs is not None and len(subs) == (n * (width + 1) + 1 if n else 2)
-    row["sub_tasks"] = layout.Slots(subs, width, counts, earliest) if fast else _loads(subs)
-    if lazy and history is not None and history.lstrip().startswith(b"[") and history.rstrip().endswith(b"]"):
-        row["history"] = layout.History(history)
-    else:
-        row["history"] = _loads(history)
+    subs = history = None
+    if lazy:
+        if width is not None:
+            subs = layout.Slots.over(row["sub_tasks"], width, dict(zip(layout.STATUSES, counts)), earliest)
+        history = layout.History.over(row["history"])
+    row["sub_tasks"] = subs if subs is not None else _loads(row["sub_tasks"])
+    row["history"] = history if history is not None else _loads(row["history"])
     return row
 
 
