@@ -66,6 +66,7 @@ def test_a_tool_use_round_trip(api, db, tmp_path):
     work = tmp_path / "work"
     (work / "sub").mkdir(parents=True)
     (work / "notes.txt").write_text("users: 42\nposts: 7\n")
+    (work / "sub" / ".cache").write_text("posts: 99\n")  # grep skips hidden files, as the grep executor does
 
     def responder(req):
         results = tool_results(req.body)

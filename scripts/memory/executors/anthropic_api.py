@@ -22,7 +22,7 @@ import threading
 
 from .. import prompts
 from ..config import model_id
-from .base import Executor as _Base, Failed, unavailable
+from .base import Executor as _Base, Failed, unavailable, walk
 
 MAX_READ = 16_000
 MAX_GREP_LINES = 60
@@ -118,16 +118,11 @@ class Tools:
         return "\n".join(hits) or "no matches"
 
     def _files(self, start):
-        if os.path.isfile(start):
-            yield start
-            return
-        for dirpath, dirs, names in os.walk(start):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                try:
-                    yield self.resolve(os.path.join(dirpath, name))  # a symlink out is skipped
-                except ToolRefused:
-                    continue
+        for path in walk(start):
+            try:
+                yield self.resolve(path)  # a symlink out is skipped
+            except ToolRefused:
+                continue
 
     def list_dir(self, path=None) -> str:
         real = self.resolve(path)

@@ -9,21 +9,10 @@ a file that cannot be read is reported in the result.
 
 import os
 
-from .base import Executor as _Base, Failed
+from .base import Executor as _Base, Failed, walk
 
 MAX_FILES = 10_000
 _BINARY_PROBE = 8192
-
-
-def _walk(path):
-    if os.path.isfile(path):
-        yield path
-        return
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                yield os.path.join(root, name)
 
 
 def _is_binary(f) -> bool:
@@ -47,7 +36,7 @@ class Executor(_Base):
         for given in self.ctx.files:
             if not os.path.exists(given):
                 raise Failed(f"no such file: {self.ctx.relative(given)}")
-            for path in _walk(given):
+            for path in walk(given):
                 seen += 1
                 if seen > MAX_FILES:
                     raise Failed(f"more than {MAX_FILES} files to search: name fewer with --file")
