@@ -1,6 +1,7 @@
 """The embedded SQLite store: schema, WAL, location, permissions, migrations."""
 
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -122,6 +123,35 @@ def test_a_report_imports_no_heavy_module(db):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr
+
+
+def test_a_write_stores_only_the_columns_it_changed(db):
+    """SQLite rewrites an index entry for every indexed column named in an UPDATE, changed or
+    not: a report that leaves ``status`` and ``expires_at`` alone must not name them."""
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a", "b"], db=db)
+    jobs.update_subtask_status(job, "sub_1", "running", db=db)  # the job starts: status changes
+    statements = []
+
+    def updated():
+        """The columns the UPDATEs traced since the last call set (values are bound, hex or quoted)."""
+        names = {n for s in statements if s.startswith("UPDATE jobs SET ")
+                 for n in re.findall(r"(?:SET |, )(\w+) = ", s.split(" WHERE job_id = ")[0])}
+        statements.clear()
+        return names
+
+    jobs._store(db)._conn.set_trace_callback(statements.append)
+    try:
+        jobs.update_subtask_status(job, "sub_1", "completed", "r", db=db)
+        mid = updated()
+        jobs.update_subtask_status(job, "sub_2", "completed", "r", db=db)  # the last: completes the job
+        last = updated()
+    finally:
+        jobs._store(db)._conn.set_trace_callback(None)
+    assert mid == {"sub_tasks", "history"}
+    assert {"sub_tasks", "history", "status", "consolidated_result"} <= last
+    assert not {"expires_at", "data", "created_at"} & last
+    row = jobs.get_job(job, db=db)
+    assert row["status"] == "completed" and row["consolidated_result"]["completed"] == 2
 
 
 def test_a_report_finds_its_sub_task_when_another_program_reordered_them(db):

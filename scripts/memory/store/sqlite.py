@@ -109,6 +109,7 @@ def _mark(c):
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join(_mark(c) for c in COLUMNS)})"
 _UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = {_mark(c)}' for c in COLUMNS[1:])} WHERE job_id = ?"
+_SUBTASKS = COLUMNS.index("sub_tasks")
 _TALLY = "INSERT OR REPLACE INTO job_tally VALUES (?, ?, ?, ?, ?, ?, ?)"
 # A write's read: the laid-out columns as bytes, and the tally when there is one.
 _SELECT_FOR_WRITE = (
@@ -179,13 +180,37 @@ def _env_lock_timeout() -> float:
     return value
 
 
+_UPDATES = {}  # the columns changed -> their UPDATE
+
+
+def _update(changed: tuple) -> str:
+    """The UPDATE of only the ``changed`` columns (by index in ``COLUMNS``).
+
+    Why not every column: SQLite rewrites an index entry whenever its column
+    is in the SET list, changed or not, so writing ``status`` and
+    ``expires_at`` back unchanged costs a page of ``jobs_status_expires`` in
+    every commit; and ``AFTER UPDATE OF sub_tasks`` fires only when named.
+    """
+    sql = _UPDATES.get(changed)
+    if sql is None:
+        sets = ", ".join(f"{COLUMNS[i]} = {_mark(COLUMNS[i])}" for i in changed)
+        sql = _UPDATES[changed] = f"UPDATE jobs SET {sets} WHERE job_id = ?"
+    return sql
+
+
 class _Transaction:
     def __init__(self, conn):
         self._conn = conn
+        # job_id -> (the column values ``get`` read, whether a tally was there), so that
+        # ``replace`` writes back only what changed
+        self._stored = {}
 
     def get(self, job_id, lazy=False):
         values = self._conn.execute(_SELECT_FOR_WRITE, (job_id,)).fetchone()
-        return _decode_for_write(values, lazy) if values else None
+        if not values:
+            return None
+        self._stored[job_id] = (values[:len(COLUMNS)], values[-1] is not None)
+        return _decode_for_write(values, lazy)
 
     def insert(self, row):
         values, tally = _encode(row)
@@ -195,7 +220,15 @@ class _Transaction:
 
     def replace(self, row):
         values, tally = _encode(row)
-        self._conn.execute(_UPDATE, values[1:] + values[:1])
+        stored, tallied = self._stored.pop(row["job_id"], (None, False))
+        if stored is None:
+            self._conn.execute(_UPDATE, values[1:] + values[:1])
+        else:
+            changed = tuple(i for i in range(1, len(COLUMNS)) if values[i] != stored[i])
+            if changed:
+                self._conn.execute(_update(changed), tuple(values[i] for i in changed) + values[:1])
+            if tallied and _SUBTASKS not in changed:
+                return  # the tally, derived from sub_tasks, is as stored
         if tally:  # after the UPDATE, whose trigger dropped the old one
             self._conn.execute(_TALLY, tally)
 
