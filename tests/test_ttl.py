@@ -74,3 +74,23 @@ def test_normal_job_expires_to_failed(fake_clock):
     assert jobs.get_job(job)["status"] == "failed"
     with pytest.raises(Expired):
         jobs.set_job_status(job, "completed")
+
+
+def test_a_busy_process_housekeeps_at_most_once_a_second_but_always_sweeps_what_it_touches(fake_clock):
+    """Housekeeping (expiring other due jobs, purging) runs at a process's first write and then at
+    most once every ``HOUSEKEEPING_INTERVAL``; the job a call touches is swept whatever the interval."""
+    assert jobs.HOUSEKEEPING_INTERVAL == 1.0
+    first = jobs.create_job_with_subtasks(2, {"prompt": "p"}, ["a"])  # t=0: housekeeps; due at t=2
+    second = jobs.create_job_with_subtasks(2, {"prompt": "p"}, ["a"])
+    fake_clock.advance(1.5)
+    jobs.create_job(60, {"prompt": "busy"})  # t=1.5: housekeeps
+    fake_clock.advance(0.7)
+    jobs.create_job(60, {"prompt": "busy"})  # t=2.2: both due, but housekept 0.7 s ago
+    store = jobs._store()
+    assert [store.read(j)["status"] for j in (first, second)] == ["pending", "pending"]
+    assert jobs.get_job(first)["status"] == "failed"  # what a call touches is always swept
+    assert store.read(second)["status"] == "pending"
+    fake_clock.advance(0.3)
+    jobs.create_job(60, {"prompt": "busy"})  # t=2.5: a second after the last: housekeeps
+    assert store.read(second)["status"] == "failed"
+    assert store.read(second)["consolidated_result"]["failed"] == 1
