@@ -80,14 +80,18 @@ def _migration_2(conn):
 MIGRATIONS = (_migration_1, _migration_2)
 OURS = ("jobs", "jobs_status_expires", "job_tally", "jobs_tally_stale", "jobs_tally_gone")
 _LAID_OUT = ("history", "sub_tasks")  # written as ``layout`` lays them out
+_HISTORY, _SUB_TASKS = _LAID_OUT
+_ENCODING = tuple((c, c in JSON_COLUMNS) for c in COLUMNS)  # each column, and whether it is stored as JSON
+_SMALL_JSON = tuple(c for c in JSON_COLUMNS if c not in _LAID_OUT)  # decoded whole on every read
 
 
 def _encode(row: dict) -> "tuple[tuple, tuple | None]":
     """The column values to store, and the job's ``job_tally`` row (None: no tally; see ``layout``)."""
     subs, tally = layout.encode_subtasks(row["sub_tasks"])
     history = layout.encode_history(row["history"], compact=tally is None)
-    values = tuple(subs if c == "sub_tasks" else history if c == "history"
-                   else codec.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in COLUMNS)
+    dumps = codec.dumps
+    values = tuple([subs if c == _SUB_TASKS else history if c == _HISTORY else dumps(row[c]) if json else row[c]
+                    for c, json in _ENCODING])
     if tally is None:
         return values, None
     counts, earliest, width = tally
@@ -124,8 +128,8 @@ def _decode_for_write(values, lazy) -> dict:
     stored text allows (a tally for the sub-tasks, an array for the history)."""
     values, (*counts, earliest, width) = values[:len(COLUMNS)], values[len(COLUMNS):]
     row = dict(zip(COLUMNS, values))
-    for c in JSON_COLUMNS:
-        if c not in _LAID_OUT and row[c] is not None:
+    for c in _SMALL_JSON:
+        if row[c] is not None:
             row[c] = codec.loads(row[c])
     subs = history = None
     if lazy:
