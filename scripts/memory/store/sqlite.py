@@ -228,7 +228,7 @@ class _Transaction:
         if stored is None:
             self._conn.execute(_UPDATE, values[1:] + values[:1])
         else:
-            changed = tuple(i for i in range(1, len(COLUMNS)) if values[i] != stored[i])
+            changed = tuple([i for i in range(1, len(COLUMNS)) if values[i] != stored[i]])
             if changed:
                 self._conn.execute(_update(changed), tuple(values[i] for i in changed) + values[:1])
             if tallied and _SUBTASKS not in changed:
@@ -264,6 +264,62 @@ class _Transaction:
             (pool, now, limit),
         )
         return [r[0] for r in rows]
+
+
+class _Writing:
+    """One write transaction: the file lock, ``BEGIN IMMEDIATE``, then ``COMMIT``, or
+    ``ROLLBACK`` if the block raised; driver errors become ``StoreError``.
+
+    A class rather than a generator-based context manager because every
+    report goes through it; under 16 contending writers the interpreter's
+    steps cost several times what they cost alone (bench/, row 2).
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store):
+        self._store = store
+
+    def __enter__(self) -> "_Transaction":
+        store = self._store
+        codec.note_write()  # outside the lock: it may import the fast codec
+        store._mutex.acquire()
+        try:
+            store._lock.acquire(store.lock_timeout)
+        except BaseException:
+            store._mutex.release()
+            raise
+        try:
+            store._conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._unlock()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, store.path) from None
+            raise
+        return _Transaction(store._conn)
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        store = self._store
+        try:
+            if kind is None:
+                try:
+                    store._conn.execute("COMMIT")
+                except sqlite3.Error as error:
+                    store._rollback()
+                    raise _translate(error, store.path) from None
+            else:
+                store._rollback()
+                if issubclass(kind, sqlite3.Error):
+                    raise _translate(exc, store.path) from None
+        finally:
+            self._unlock()
+        return False
+
+    def _unlock(self):
+        try:
+            self._store._lock.release()
+        finally:
+            self._store._mutex.release()
 
 
 class SQLiteStore:
@@ -384,27 +440,9 @@ class SQLiteStore:
             raise _translate(exc, self.path) from None
         return [_decode(r) for r in rows]
 
-    @contextmanager
-    def write(self):
-        codec.note_write()  # outside the lock: it may import the fast codec
-        with self._locked():
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from None
-            try:
-                yield _Transaction(self._conn)
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise _translate(exc, self.path) from None
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise _translate(exc, self.path) from None
+    def write(self) -> "_Writing":
+        """``with store.write() as tx``: one transaction under the lock; see ``_Writing``."""
+        return _Writing(self)
 
     def _rollback(self):
         try:
