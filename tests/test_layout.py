@@ -15,6 +15,7 @@ import pytest
 from scripts.memory import jobs
 from scripts.memory.errors import Refused
 from scripts.memory.store import layout
+from scripts.memory.store import sqlite as sqlite_store
 from scripts.memory.store.sqlite import MIGRATIONS, _migration_1
 
 pytestmark = pytest.mark.sqlite_only
@@ -54,6 +55,31 @@ def test_a_report_on_a_big_job_writes_a_few_pages_and_keeps_the_record_size(db):
     # Every other reader sees plain JSON: the seed's own json.loads included.
     subs = json.loads(_raw(db, "SELECT sub_tasks FROM jobs")[0][0])
     assert len(subs) == 500 and subs[249]["status"] == "completed" and subs[248]["status"] == "pending"
+
+
+@pytest.mark.skipif(not sqlite_store._IN_PLACE, reason="writing in place needs Python 3.11's sqlite3 blobopen")
+def test_a_report_on_a_big_job_writes_its_slot_and_event_in_place(db):
+    """No UPDATE re-serialises the 1,000-sub-task record: the slot and the event are written
+    over their bytes (incremental blob I/O), and every reader sees the change."""
+    job = jobs.create_job_with_subtasks(3600, {"prompt": "p"}, [f"GET /items/{i}" for i in range(1, 1001)])
+    jobs.update_subtask_status(job, "sub_1", "running", agent_id="w1")  # the job starts: its status changes
+    before = _sizes(db, job)
+    statements = []
+    jobs._store(db)._conn.set_trace_callback(statements.append)
+    try:
+        jobs.update_subtask_status(job, "sub_500", "completed", "[200 OK] in place", agent_id="w500")
+    finally:
+        jobs._store(db)._conn.set_trace_callback(None)
+    assert not [s for s in statements if s.startswith("UPDATE jobs")]
+    assert _sizes(db, job) == before
+    assert _raw(db, "SELECT json_extract(sub_tasks, '$[499].result'), json_extract(history, '$[#-1].sub_task_id'),"
+                    " typeof(sub_tasks), typeof(history) FROM jobs") == [("[200 OK] in place", "sub_500", "text", "text")]
+    assert _tally(db, job) == [(998, 1, 1, 0, None)]
+    # The tally written with it is trusted by the next report, which finishes the job's count right.
+    jobs.update_subtasks(job, [{"sub_task_id": f"sub_{i}", "status": "completed", "agent_id": f"w{i}"}
+                               for i in range(1, 1001) if i != 500])
+    assert jobs.get_job(job)["status"] == "completed"
+    assert jobs.consolidate_subtask_results(job)["results"][499]["result"] == "[200 OK] in place"
 
 
 def test_a_result_that_outgrows_its_slot_lays_the_job_out_again(db):
@@ -175,6 +201,24 @@ def test_slots_read_and_write_like_a_list_in_bytes_not_characters():
     assert view.patched() is None  # does not fit: the store lays everything out again
 
 
+def test_edits_write_over_bytes_and_keep_the_size():
+    text = layout.history_text([{"event": "created"}])
+    view = layout.History(text)
+    view.append({"event": "report", "n": 1})
+    (at, tail), = view.edits()
+    assert at == text.index(b"]") and tail == b',{"event":"report","n":1}]'
+    assert view.edits().apply(text) == view.patched() and len(view.patched()) == len(text)
+    assert layout.History(text).edits() == ()  # nothing new: nothing to write
+    assert layout.Edits([(1, b"XY"), (5, b"Z")]).apply(b"0123456789") == b"0XY34Z6789"
+    subs = [{"sub_task_id": f"sub_{i}", "status": "pending"} for i in (1, 2, 3)]
+    slotted, width = layout.subtasks_text(subs)
+    slots = layout.Slots(slotted, width, *layout.tally(subs))
+    slots[2]["status"] = "completed"
+    (offset, data), = slots.edits()
+    assert offset == 1 + 2 * (width + 1) and len(data) == width
+    assert json.loads(slots.edits().apply(slotted))[2]["status"] == "completed"
+
+
 def test_history_appends_in_its_room_and_reads_in_order():
     text = layout.history_text([{"event": "created"}])
     view = layout.History(text)
@@ -193,20 +237,24 @@ def test_history_appends_in_its_room_and_reads_in_order():
 
 def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tmp_path, fake_clock, monkeypatch):
     """A seeded random walk of reports, batches, links, dispatches, retries, another program's
-    SQL writes and passing time, run on two stores: one lays its 80-sub-task job out in slots
-    (the lazy path), the other stores it compact (read whole, as every job was before).
-    Every answer, error and row must be the same."""
+    SQL writes and passing time, run on three stores: one lays its 80-sub-task job out in slots
+    (the lazy path) and writes its edits in place, one does the same with UPDATEs of the whole
+    text (Python before 3.11), the third stores it compact (read whole, as every job was
+    before). Every answer, error and row must be the same, and both slotted stores must hold
+    the same bytes."""
     import random
 
     from scripts.memory.errors import BrainError
 
     rng = random.Random(20261129)
-    stores = {"slots": str(tmp_path / "slots.db"), "compact": str(tmp_path / "compact.db")}
+    stores = {kind: str(tmp_path / f"{kind}.db") for kind in ("slots", "rewritten", "compact")}
     counters = {}
+    in_place = sqlite_store._IN_PLACE
 
     def on(kind, fn):
         """Run ``fn(db)`` on one store, with its layout threshold and its own id sequence."""
-        monkeypatch.setattr(layout, "SLOTTED_FROM", 64 if kind == "slots" else 10 ** 9)
+        monkeypatch.setattr(layout, "SLOTTED_FROM", 10 ** 9 if kind == "compact" else 64)
+        monkeypatch.setattr(sqlite_store, "_IN_PLACE", kind == "slots" and in_place)
         seq = counters.setdefault(kind, iter(range(10 ** 6)))
         for module in (jobs, jobs.state):
             monkeypatch.setattr(module, "_token", lambda n, seq=seq: f"{next(seq):0{2 * n}x}")
@@ -216,8 +264,8 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
             return ("error", type(exc).__name__, str(exc))
 
     def both(fn):
-        a, b = on("slots", fn), on("compact", fn)
-        assert a == b
+        a, b, c = on("slots", fn), on("rewritten", fn), on("compact", fn)
+        assert a == b == c
         return a
 
     n = 80
@@ -260,7 +308,9 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
             fake_clock.advance(rng.choice([1, 5, 30]))
         else:
             both(lambda db: jobs.consolidate_subtask_results(job, db=db))
-        assert on("slots", lambda db: jobs.get_job(job, db=db)) == on("compact", lambda db: jobs.get_job(job, db=db))
+        both(lambda db: jobs.get_job(job, db=db))
+        assert _raw(stores["slots"], "SELECT sub_tasks, history FROM jobs") == \
+            _raw(stores["rewritten"], "SELECT sub_tasks, history FROM jobs")
         laid_out += bool(_tally(stores["slots"], job))
     history = both(lambda db: jobs.get_history(job, db=db))[1]
     # The walk went through the paths it means to test, mostly on the laid-out store.

@@ -14,8 +14,10 @@ Why: SQLite stores a row as one record. When a report changes the record's
 size, SQLite frees and rewrites every overflow page of it (about 50 pages
 at 1,000 sub-tasks, each one written to the WAL and synced). When the size
 stays the same, it overwrites the record in place and writes only the pages
-whose bytes changed. With this layout a report on a big job costs about
-what it costs on a small one (``bench/``, row 3).
+whose bytes changed; and the store can hand it only those bytes
+(:class:`Edits`, written with incremental blob I/O) instead of an UPDATE
+that re-serialises the whole record. With this layout a report on a big
+job costs about what it costs on a small one (``bench/``, row 3).
 
 Together with a *tally* of the job (how many sub-tasks are in each status,
 and a lower bound of the running sub-tasks' deadlines, kept in the
@@ -69,6 +71,21 @@ def tally(subs) -> "tuple[dict, str | None]":
 
 
 # -- lazy views for one write ----------------------------------------------
+
+class Edits(tuple):
+    """Bytes to write over a stored text at byte offsets, the text keeping its size:
+    ``((offset, bytes), ...)``. The store writes them in place (SQLite's incremental
+    blob I/O: only the pages they touch), or splices them in with :meth:`apply`."""
+
+    def apply(self, text: bytes) -> bytes:
+        parts, at = [], 0
+        for offset, data in self:
+            parts += (text[at:offset], data)
+            at = offset + len(data)
+        parts.append(text[at:])
+        return b"".join(parts)
+
+
 
 class Slots:
     """A job's sub-tasks read from slotted text, decoded one at a time.
@@ -145,19 +162,23 @@ class Slots:
                 earliest = d
         return earliest
 
-    def patched(self):
-        """The text with every handed-out sub-task written back in its slot, same length;
+    def edits(self):
+        """Every handed-out sub-task written back in its slot, as :class:`Edits` of the text;
         None when one no longer fits its slot (then the whole value is laid out again)."""
-        if not self._cache:
-            return self._text
-        text = bytearray(self._text)
-        for i, sub in self._cache.items():
+        edits = []
+        for i, sub in sorted(self._cache.items()):
             encoded = codec.dumpb(sub)
             if len(encoded) > self._width:
                 return None
-            start = 1 + i * (self._width + 1)
-            text[start:start + self._width] = encoded.ljust(self._width)
-        return bytes(text)
+            edits.append((1 + i * (self._width + 1), encoded.ljust(self._width)))
+        return Edits(edits)
+
+    def patched(self):
+        """The text with :meth:`edits` applied, same length; None when they do not fit."""
+        if not self._cache:
+            return self._text
+        edits = self.edits()
+        return None if edits is None else edits.apply(self._text)
 
 
 class History:
@@ -213,14 +234,23 @@ class History:
         head = self._text[:self._end - 1]  # without the closing bracket
         return head + (b"," if head.rstrip() != b"[" else b"") + added + b"]"
 
+    def edits(self):
+        """The new events written into the room, as :class:`Edits` of the text (over the
+        closing bracket and the spaces after it); None when they do not fit."""
+        if not self._new:
+            return Edits()
+        added = b",".join(codec.dumpb(e) for e in self._new)
+        empty = self._text[:self._end - 1].rstrip() == b"["
+        tail = (b"" if empty else b",") + added + b"]"
+        at = self._end - 1  # the closing bracket
+        if at + len(tail) > len(self._text):
+            return None
+        return Edits([(at, tail)])
+
     def patched(self):
         """The text with the new events written into the room, same length; None when they do not fit."""
-        if not self._new:
-            return self._text
-        grown = self._grown()
-        if len(grown) > len(self._text):
-            return None
-        return grown.ljust(len(self._text))
+        edits = self.edits()
+        return None if edits is None else edits.apply(self._text)
 
     def compact(self) -> bytes:
         """The text with the new events and no room (a small job's history), nothing decoded."""
@@ -232,16 +262,17 @@ class History:
         return grown + b" " * max(HISTORY_ROOM, len(grown) // 2)
 
 
-def encode_subtasks(subs) -> "tuple[bytes, tuple | None]":
+def encode_subtasks(subs, edits: bool = False) -> "tuple[bytes | Edits, tuple | None]":
     """The text to store for a job's sub-tasks, and the tally to keep with it.
 
     The tally is ``(counts, earliest_deadline, width)``, or None for a job
     stored compact: fewer than ``SLOTTED_FROM`` sub-tasks, or a value that is
     not an array (another program's write), stored as it is. A view whose
-    changes fit their slots is patched in place; anything else is laid out anew.
+    changes fit their slots is patched in place (as :class:`Edits` of the
+    stored text when ``edits``); anything else is laid out anew.
     """
     if isinstance(subs, Slots):
-        text = subs.patched()
+        text = subs.edits() if edits else subs.patched()
         if text is not None:
             return text, (subs.counts(), subs.earliest_deadline(), subs.width)
     if not isinstance(subs, (list, Slots)) or len(subs) < SLOTTED_FROM:
@@ -251,14 +282,18 @@ def encode_subtasks(subs) -> "tuple[bytes, tuple | None]":
     return text, (counts, earliest, width)
 
 
-def encode_history(events, compact: bool) -> bytes:
+def encode_history(events, compact: bool, edits: bool = False) -> "bytes | Edits":
     """The text to store for a job's history: with room, unless the job is stored ``compact``.
 
-    A view's new events are written in place when they fit, appended without
-    decoding the old ones otherwise.
+    A view's new events are written in place when they fit (as :class:`Edits`
+    of the stored text when ``edits``), appended without decoding the old
+    ones otherwise.
     """
     if isinstance(events, History):
-        return events.compact() if compact else events.patched() or events.relaid()
+        if compact:
+            return events.compact()
+        fitted = events.edits() if edits else events.patched()
+        return fitted if fitted is not None else events.relaid()
     if compact or not isinstance(events, list):
         return codec.dumpb(events)
     return history_text(events)

@@ -85,10 +85,14 @@ _ENCODING = tuple((c, c in JSON_COLUMNS) for c in COLUMNS)  # each column, and w
 _SMALL_JSON = tuple(c for c in JSON_COLUMNS if c not in _LAID_OUT)  # decoded whole on every read
 
 
-def _encode(row: dict) -> "tuple[tuple, tuple | None]":
-    """The column values to store, and the job's ``job_tally`` row (None: no tally; see ``layout``)."""
-    subs, tally = layout.encode_subtasks(row["sub_tasks"])
-    history = layout.encode_history(row["history"], compact=tally is None)
+def _encode(row: dict, edits: bool = False) -> "tuple[tuple, tuple | None]":
+    """The column values to store, and the job's ``job_tally`` row (None: no tally; see ``layout``).
+
+    With ``edits`` (the row was read in this transaction and the driver can
+    write in place), a laid-out column may be ``layout.Edits`` of its stored text.
+    """
+    subs, tally = layout.encode_subtasks(row["sub_tasks"], edits)
+    history = layout.encode_history(row["history"], compact=tally is None, edits=edits)
     dumps = codec.dumps
     values = tuple([subs if c == _SUB_TASKS else history if c == _HISTORY else dumps(row[c]) if json else row[c]
                     for c, json in _ENCODING])
@@ -118,16 +122,20 @@ _TALLY = "INSERT OR REPLACE INTO job_tally VALUES (?, ?, ?, ?, ?, ?, ?)"
 # A write's read: the laid-out columns as bytes, and the tally when there is one.
 _SELECT_FOR_WRITE = (
     "SELECT " + ", ".join(f"CAST(j.{c} AS BLOB)" if c in _LAID_OUT else f"j.{c}" for c in COLUMNS)
-    + ", t.pending, t.running, t.completed, t.failed, t.next_deadline, t.width"
+    + ", t.pending, t.running, t.completed, t.failed, t.next_deadline, t.width, j.rowid"
     + " FROM jobs AS j LEFT JOIN job_tally AS t ON t.job_id = j.job_id WHERE j.job_id = ?"
 )
+# Python 3.11+ writes a laid-out column's edits in place (incremental blob I/O): SQLite then
+# writes the page or two they touch, where an UPDATE re-serialises the whole record.
+_IN_PLACE = hasattr(sqlite3.Connection, "blobopen")
 
 
 def _decode_for_write(values, lazy) -> dict:
     """A row for the rules; with ``lazy``, sub-tasks and history as ``layout``'s views where the
     stored text allows (a tally for the sub-tasks, an array for the history)."""
-    values, (*counts, earliest, width) = values[:len(COLUMNS)], values[len(COLUMNS):]
-    row = dict(zip(COLUMNS, values))
+    n = len(COLUMNS)
+    *counts, earliest, width = values[n:n + 6]
+    row = dict(zip(COLUMNS, values[:n]))
     for c in _SMALL_JSON:
         if row[c] is not None:
             row[c] = codec.loads(row[c])
@@ -202,18 +210,24 @@ def _update(changed: tuple) -> str:
     return sql
 
 
+def _differs(new, stored) -> bool:
+    """Whether a column's new value changes what is stored (``layout.Edits`` change it unless empty)."""
+    return bool(new) if isinstance(new, layout.Edits) else new != stored
+
+
 class _Transaction:
     def __init__(self, conn):
         self._conn = conn
-        # job_id -> (the column values ``get`` read, whether a tally was there), so that
-        # ``replace`` writes back only what changed
+        # job_id -> (the column values ``get`` read, whether a tally was there, the rowid),
+        # so that ``replace`` writes back only what changed
         self._stored = {}
 
     def get(self, job_id, lazy=False):
         values = self._conn.execute(_SELECT_FOR_WRITE, (job_id,)).fetchone()
         if not values:
             return None
-        self._stored[job_id] = (values[:len(COLUMNS)], values[-1] is not None)
+        n = len(COLUMNS)
+        self._stored[job_id] = (values[:n], values[n + 5] is not None, values[n + 6])
         return _decode_for_write(values, lazy)
 
     def insert(self, row):
@@ -223,17 +237,26 @@ class _Transaction:
             self._conn.execute(_TALLY, tally)
 
     def replace(self, row):
-        values, tally = _encode(row)
-        stored, tallied = self._stored.pop(row["job_id"], (None, False))
+        stored, tallied, rowid = self._stored.pop(row["job_id"], (None, False, None))
+        values, tally = _encode(row, edits=_IN_PLACE and stored is not None)
         if stored is None:
             self._conn.execute(_UPDATE, values[1:] + values[:1])
         else:
-            changed = tuple([i for i in range(1, len(COLUMNS)) if values[i] != stored[i]])
-            if changed:
-                self._conn.execute(_update(changed), tuple(values[i] for i in changed) + values[:1])
+            changed = [i for i in range(1, len(COLUMNS)) if _differs(values[i], stored[i])]
+            edited = [i for i in changed if isinstance(values[i], layout.Edits)]
+            updated = tuple([i for i in changed if i not in edited])
+            if updated:
+                self._conn.execute(_update(updated), tuple(values[i] for i in updated) + values[:1])
+            for i in edited:  # after the UPDATE, which would expire an open blob handle
+                with self._conn.blobopen("jobs", COLUMNS[i], rowid) as blob:
+                    for offset, data in values[i]:
+                        blob.seek(offset)
+                        blob.write(data)
             if tallied and _SUBTASKS not in changed:
                 return  # the tally, derived from sub_tasks, is as stored
-        if tally:  # after the UPDATE, whose trigger dropped the old one
+        # After the UPDATE, whose trigger dropped the old tally (a write in place fires
+        # no trigger: the old one is replaced).
+        if tally:
             self._conn.execute(_TALLY, tally)
 
     def delete(self, job_id):
