@@ -210,11 +210,6 @@ def _update(changed: tuple) -> str:
     return sql
 
 
-def _differs(new, stored) -> bool:
-    """Whether a column's new value changes what is stored (``layout.Edits`` change it unless empty)."""
-    return bool(new) if isinstance(new, layout.Edits) else new != stored
-
-
 class _Transaction:
     def __init__(self, conn):
         self._conn = conn
@@ -242,8 +237,11 @@ class _Transaction:
         if stored is None:
             self._conn.execute(_UPDATE, values[1:] + values[:1])
         else:
-            changed = [i for i in range(1, len(COLUMNS)) if _differs(values[i], stored[i])]
+            changed = [i for i in range(1, len(COLUMNS)) if values[i] != stored[i]]  # Edits differ: a tuple
             edited = [i for i in changed if isinstance(values[i], layout.Edits)]
+            if edited:
+                changed = [i for i in changed if i not in edited or values[i]]  # no edits: unchanged
+                edited = [i for i in edited if values[i]]
             updated = tuple([i for i in changed if i not in edited])
             if updated:
                 self._conn.execute(_update(updated), tuple(values[i] for i in updated) + values[:1])
