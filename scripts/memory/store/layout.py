@@ -86,7 +86,6 @@ class Edits(tuple):
         return b"".join(parts)
 
 
-
 class Slots:
     """A job's sub-tasks read from slotted text, decoded one at a time.
 
@@ -229,10 +228,18 @@ class History:
     def __repr__(self):
         return f"History({list(self)!r})"
 
+    def _empty(self) -> bool:
+        """Whether the stored array has no event (looked at from its closing bracket back,
+        without copying a long history)."""
+        i = self._end - 2
+        while i >= 0 and self._text[i] in b" \t\r\n":
+            i -= 1
+        return i < 0 or self._text[i] == ord("[")
+
     def _grown(self) -> bytes:
         added = b",".join(codec.dumpb(e) for e in self._new)
         head = self._text[:self._end - 1]  # without the closing bracket
-        return head + (b"," if head.rstrip() != b"[" else b"") + added + b"]"
+        return b"".join((head, b"" if self._empty() else b",", added, b"]"))
 
     def edits(self):
         """The new events written into the room, as :class:`Edits` of the text (over the
@@ -240,8 +247,7 @@ class History:
         if not self._new:
             return Edits()
         added = b",".join(codec.dumpb(e) for e in self._new)
-        empty = self._text[:self._end - 1].rstrip() == b"["
-        tail = (b"" if empty else b",") + added + b"]"
+        tail = (b"" if self._empty() else b",") + added + b"]"
         at = self._end - 1  # the closing bracket
         if at + len(tail) > len(self._text):
             return None

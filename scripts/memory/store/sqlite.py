@@ -117,7 +117,7 @@ def _mark(c):
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join(_mark(c) for c in COLUMNS)})"
 _UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = {_mark(c)}' for c in COLUMNS[1:])} WHERE job_id = ?"
-_SUBTASKS = COLUMNS.index("sub_tasks")
+_SUB_TASKS_AT = COLUMNS.index("sub_tasks")
 _TALLY = "INSERT OR REPLACE INTO job_tally VALUES (?, ?, ?, ?, ?, ?, ?)"
 # A write's read: the laid-out columns as bytes, and the tally when there is one.
 _SELECT_FOR_WRITE = (
@@ -250,7 +250,7 @@ class _Transaction:
                     for offset, data in values[i]:
                         blob.seek(offset)
                         blob.write(data)
-            if tallied and _SUBTASKS not in changed:
+            if tallied and _SUB_TASKS_AT not in changed:
                 return  # the tally, derived from sub_tasks, is as stored
         # After the UPDATE, whose trigger dropped the old tally (a write in place fires
         # no trigger: the old one is replaced).
