@@ -15,7 +15,7 @@ from . import common
 
 QUICK = {"latency_rounds": 12, "contended_jobs": 50, "contended_rounds": 1, "fanout_rounds": 2,
          "headless_tasks": 300, "headless_rounds": 1}
-FULL = {"latency_rounds": 40, "contended_jobs": 200, "contended_rounds": 3, "fanout_rounds": 5,
+FULL = {"latency_rounds": 40, "contended_jobs": 200, "contended_rounds": 5, "fanout_rounds": 5,
         "headless_tasks": 1000, "headless_rounds": 2}
 
 

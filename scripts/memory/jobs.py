@@ -94,6 +94,7 @@ def _mutate(job_id, change, db=None, lazy=False):
     """
     job_id = validate.job_id(job_id)
     now = _now()
+    iso(now)  # the rules format ``now`` several times: do it once, before taking the lock
     failure = outcome = None
     with _store(db).write() as tx:
         if _housekeeping_due(db, now):
