@@ -304,16 +304,11 @@ class _Writing:
     def __enter__(self) -> "_Transaction":
         store = self._store
         codec.note_write()  # outside the lock: it may import the fast codec
-        store._mutex.acquire()
-        try:
-            store._lock.acquire(store.lock_timeout)
-        except BaseException:
-            store._mutex.release()
-            raise
+        store._acquire()
         try:
             store._conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
-            self._unlock()
+            store._release()
             if isinstance(exc, sqlite3.Error):
                 raise _translate(exc, store.path) from None
             raise
@@ -333,14 +328,8 @@ class _Writing:
                 if issubclass(kind, sqlite3.Error):
                     raise _translate(exc, store.path) from None
         finally:
-            self._unlock()
+            store._release()
         return False
-
-    def _unlock(self):
-        try:
-            self._store._lock.release()
-        finally:
-            self._store._mutex.release()
 
 
 class SQLiteStore:
@@ -435,14 +424,28 @@ class SQLiteStore:
                 self._conn.execute("ROLLBACK")
                 raise
 
+    def _acquire(self):
+        """Take this process's turn (the mutex: threads share the connection), then the file lock."""
+        self._mutex.acquire()
+        try:
+            self._lock.acquire(self.lock_timeout)
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def _release(self):
+        try:
+            self._lock.release()
+        finally:
+            self._mutex.release()
+
     @contextmanager
     def _locked(self):
-        with self._mutex:
-            self._lock.acquire(self.lock_timeout)
-            try:
-                yield
-            finally:
-                self._lock.release()
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
 
     def read(self, job_id):
         try:
