@@ -6,7 +6,7 @@ Every function takes an optional ``db``: a SQLite path or a PostgreSQL URL;
 without it the configured default is used (see ``paths``). Every write is
 one transaction of the store (see ``store``). Writes also expire due jobs
 and purge jobs past their retention, so no daemon is needed: a process's
-first write does, and then at most one write a second (``_housekeeping_due``).
+first write does, and then at most one write a second (``_housekeep``).
 Reads and writes apply expiry and deadlines to the job they touch, so what
 the API returns is always swept.
 
@@ -53,19 +53,18 @@ def _retention() -> int:
     return int(raw)
 
 
-def _housekeeping_due(db, now) -> bool:
-    """True when this process has not housekept ``db`` in the last ``HOUSEKEEPING_INTERVAL``
-    seconds (by the clock of ``clock``, so a test moving time forward gets it); notes it as done."""
+def _housekeep(tx, now, db, always=False) -> dict:
+    """Expire due jobs and purge those past retention (indexed queries).
+
+    Done when ``always`` (``cleanup_jobs``), or when this process has not done
+    it for ``db`` in the last ``HOUSEKEEPING_INTERVAL`` seconds of ``clock``
+    time (so a test that moves time forward gets it); otherwise nothing.
+    """
     target = db or default_target()
     last = _housekept.get(target)
-    if last is not None and last <= now < last + HOUSEKEEPING_INTERVAL:
-        return False
+    if not always and last is not None and last <= now < last + HOUSEKEEPING_INTERVAL:
+        return {"expired": 0, "purged": 0}
     _housekept[target] = now
-    return True
-
-
-def _housekeep(tx, now) -> dict:
-    """Expire due jobs and purge those past retention (indexed; see ``_housekeeping_due``)."""
     expired = 0
     due, purged = tx.housekeeping(iso(now), iso(now - _retention()))
     for job_id in due:
@@ -97,8 +96,7 @@ def _mutate(job_id, change, db=None, lazy=False):
     iso(now)  # the rules format ``now`` several times: do it once, before taking the lock
     failure = outcome = None
     with _store(db).write() as tx:
-        if _housekeeping_due(db, now):
-            _housekeep(tx, now)
+        _housekeep(tx, now, db)
         row = tx.get(job_id, lazy=lazy)
         if row is None:
             raise _not_found(job_id)
@@ -158,8 +156,7 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
     job_id = _token(6)
     row = state.new_row(job_id, ttl, data, job_type, queries, tools, now)
     with _store(db).write() as tx:
-        if _housekeeping_due(db, now):
-            _housekeep(tx, now)
+        _housekeep(tx, now, db)
         tx.insert(row)
     return job_id
 
@@ -383,8 +380,7 @@ def cleanup_jobs(db=None) -> dict:
     overdue = [r["job_id"] for r in store.read_all(active_only=True) if state.needs_sweep(r, now)]
     timed_out = 0
     with store.write() as tx:
-        _housekept[db or default_target()] = now
-        counts = _housekeep(tx, now)
+        counts = _housekeep(tx, now, db, always=True)
         for job_id in overdue:
             row = tx.get(job_id)
             if row is not None and state.sweep(row, now):

@@ -18,7 +18,7 @@ import re
 from . import state, validate
 from .clock import iso, now as _now
 from .errors import InvalidInput
-from .jobs import _housekeep, _housekeeping_due, _mutate, _store
+from .jobs import _housekeep, _mutate, _store
 
 _POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
@@ -62,8 +62,7 @@ def claim(pool, worker, lease, db=None):
     now = _now()
     stamp = iso(now)
     with _store(db).write() as tx:
-        if _housekeeping_due(db, now):
-            _housekeep(tx, now)
+        _housekeep(tx, now, db)
         # Rows another claimer holds are skipped first; only when every
         # candidate is held does one wait its turn (one job, many workers).
         ids = tx.claimable(pool, stamp, limit=8) or tx.claimable(pool, stamp, limit=1, wait=True)

@@ -49,7 +49,7 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
     ``delete(job_id) -> bool``
     ``housekeeping(now, cutoff) -> ([job_id], int)``
                                        the expiry sweep's two parts, in one statement
-                                       where the backend can (it runs on every write):
+                                       where the backend can (writes run it often):
                                        the unfinished jobs with ``expires_at <= now``,
                                        each locked like ``get``; and how many finished
                                        jobs it deleted whose ``expires_at`` and

@@ -270,7 +270,7 @@ class _Transaction:
         return self._conn.execute("DELETE FROM jobs WHERE job_id = %s RETURNING 1", (job_id,)).fetchone() is not None
 
     def housekeeping(self, now, cutoff):
-        # One round trip: every write runs it, and on a busy server each statement costs CPU.
+        # One round trip: writes run it often, and on a busy server each statement costs CPU.
         due, purged = self._conn.execute(_HOUSEKEEPING, {"now": now, "cutoff": cutoff}).fetchone()
         return due, purged
 
