@@ -33,6 +33,7 @@ never in characters.
 """
 
 from .. import codec
+from ..validate import STATUSES
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
@@ -41,7 +42,6 @@ HISTORY_ROOM = 2048  # at least this much room after the history; more for long 
 # the room cost more than decoding saves), about even at 32, 0.85-0.93x at 64, 0.6-0.7x
 # at 128; and no gain with 16 contending writers on 16-sub-task jobs (bench/, row 2).
 SLOTTED_FROM = 64
-STATUSES = ("pending", "running", "completed", "failed")
 
 
 # -- writing a whole value -------------------------------------------------
@@ -190,13 +190,16 @@ class History:
     @classmethod
     def over(cls, text):
         """The view of ``text``, or None when it is not a JSON array (another program's write)."""
-        if text is None or not (text.lstrip().startswith(b"[") and text.rstrip().endswith(b"]")):
+        if text is None:
             return None
-        return cls(text)
+        end = len(text.rstrip())
+        if text[end - 1:end] != b"]" or not text.lstrip().startswith(b"["):
+            return None
+        return cls(text, end)
 
-    def __init__(self, text: bytes):
+    def __init__(self, text: bytes, end: int = None):
         self._text = text
-        self._end = len(text.rstrip())  # just past the closing bracket
+        self._end = len(text.rstrip()) if end is None else end  # just past the closing bracket
         self._old = None
         self._new = []
 
@@ -236,18 +239,20 @@ class History:
             i -= 1
         return i < 0 or self._text[i] == ord("[")
 
-    def _grown(self) -> bytes:
+    def _tail(self) -> bytes:
+        """What replaces the closing bracket: the new events and a closing bracket."""
         added = b",".join(codec.dumpb(e) for e in self._new)
-        head = self._text[:self._end - 1]  # without the closing bracket
-        return b"".join((head, b"" if self._empty() else b",", added, b"]"))
+        return b"".join((b"" if self._empty() else b",", added, b"]"))
+
+    def _grown(self) -> bytes:
+        return self._text[:self._end - 1] + self._tail()
 
     def edits(self):
         """The new events written into the room, as :class:`Edits` of the text (over the
         closing bracket and the spaces after it); None when they do not fit."""
         if not self._new:
             return Edits()
-        added = b",".join(codec.dumpb(e) for e in self._new)
-        tail = (b"" if self._empty() else b",") + added + b"]"
+        tail = self._tail()
         at = self._end - 1  # the closing bracket
         if at + len(tail) > len(self._text):
             return None

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
+from ..validate import STATUSES
 from . import COLUMNS, JSON_COLUMNS, layout
 from .lock import WriteLock
 
@@ -99,7 +100,7 @@ def _encode(row: dict, edits: bool = False) -> "tuple[tuple, tuple | None]":
     if tally is None:
         return values, None
     counts, earliest, width = tally
-    return values, (row["job_id"], *(counts[s] for s in layout.STATUSES), earliest, width)
+    return values, (row["job_id"], *(counts[s] for s in STATUSES), earliest, width)
 
 
 def _decode(values) -> dict:
@@ -142,7 +143,7 @@ def _decode_for_write(values, lazy) -> dict:
     subs = history = None
     if lazy:
         if width is not None:
-            subs = layout.Slots.over(row["sub_tasks"], width, dict(zip(layout.STATUSES, counts)), earliest)
+            subs = layout.Slots.over(row["sub_tasks"], width, dict(zip(STATUSES, counts)), earliest)
         history = layout.History.over(row["history"])
     row["sub_tasks"] = subs if subs is not None else _loads(row["sub_tasks"])
     row["history"] = history if history is not None else _loads(row["history"])
