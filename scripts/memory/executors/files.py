@@ -76,8 +76,9 @@ class Root:
     def inside(self, path) -> str:
         """``path`` relative to the root ("" for the root); ``Refused`` for an absolute path outside it.
 
-        Looks at the text only (the early, friendly check); what is opened is
-        checked again on the way down.
+        The early, friendly check, on the path as written (or, for another
+        name of the root, as resolved now); what is opened is checked again,
+        step by step, on the way down.
         """
         if not isinstance(path, str) or "\x00" in path:
             raise Refused(repr(path), "not a valid path")
