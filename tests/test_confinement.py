@@ -23,16 +23,15 @@ import pytest
 from conftest import BRAIN, ROOT
 from scripts.memory import config, executors, jobs
 from scripts.memory.errors import InvalidInput
-from scripts.memory.executors import Context, Failed
-from scripts.memory.executors import files
+from scripts.memory.executors import Context, Failed, files
 from scripts.memory.executors.anthropic_api import Tools
 from tests.test_runner_support import finished, wait_until
 
 SECRET = "root:x:0:0:TOPSECRET"
 
 
-def grep(workdir, files):
-    ctx = Context(job_id="abc123", workdir=str(workdir), files=[str(f) for f in files], settings=config.resolve({}))
+def grep(workdir, paths):
+    ctx = Context(job_id="abc123", workdir=str(workdir), files=[str(p) for p in paths], settings=config.resolve({}))
     return executors.create("grep", ctx)
 
 
@@ -142,8 +141,15 @@ class Swapper(threading.Thread):
         self.path, self.outside, self.make_inside, self.limit = path, outside, make_inside, limit
         self.stop = threading.Event()
         self.swaps = 0
+        self.error = None
 
     def run(self):
+        try:
+            self._swap()
+        except Exception as exc:  # seen by __exit__: a broken swapper would prove nothing
+            self.error = exc
+
+    def _swap(self):
         spare = self.path.with_name(self.path.name + ".new")
         while not self.stop.is_set() and self.swaps < self.limit:
             if self.swaps % 2:
@@ -169,7 +175,7 @@ class Swapper(threading.Thread):
     def __exit__(self, *exc):
         self.stop.set()
         self.join(timeout=60)
-        assert not self.is_alive()
+        assert not self.is_alive() and self.error is None, self.error
 
 
 def _inside_file(path):
@@ -194,19 +200,19 @@ def race(read, rounds=1500):
 
 
 @pytest.mark.sqlite_only  # no store involved
-@pytest.mark.parametrize("swapped, make_inside, target", [
-    ("x", _inside_file, "passwd"), ("d", _inside_dir, ""),
+@pytest.mark.parametrize("swapped, make_inside, name, target", [
+    ("x", _inside_file, "x", "passwd"),  # x: a file, or a symlink to outside/passwd
+    ("d", _inside_dir, "d/passwd", "."),  # d: a directory, or a symlink to outside/
 ], ids=["file", "directory"])
-def test_a_symlink_swapped_in_during_reads_is_never_followed_out(world, swapped, make_inside, target):
+def test_a_symlink_swapped_in_during_reads_is_never_followed_out(world, swapped, make_inside, name, target):
     work, outside = world
     path = work / swapped
     make_inside(path)
-    name = f"{swapped}/passwd" if target == "" else swapped
     tools = Tools(work)
     before = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often: the swaps land between the reader's steps
     try:
-        with Swapper(path, outside / target if target else outside, make_inside):
+        with Swapper(path, outside / target, make_inside):
             outcomes = [race(lambda: tools.read_file(name)),
                         race(lambda: tools.grep("root|INSIDE", swapped), rounds=500),
                         race(lambda: grep(work, [path]).run("INSIDE"), rounds=500)]
