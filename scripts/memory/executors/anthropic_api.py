@@ -4,7 +4,8 @@ The model gets the seed's instruction ("Search {query} in {files}. Return
 ONLY the result (max 200 chars).") and three read-only tools confined to
 the job's working directory: ``read_file``, ``grep`` and ``list_dir``. A
 path outside that directory, including one reached through a symlink, is
-refused with a tool error. The loop is bounded: ``max_turns`` model turns,
+refused with a tool error, as is a special file (FIFO, socket, device):
+``files.Root`` checks each file as it is opened. The loop is bounded: ``max_turns`` model turns,
 ``max_tokens`` output tokens per turn and ``max_total_tokens`` per
 sub-task. The SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``
 and retries 429 and 5xx responses with exponential backoff (honouring
@@ -16,13 +17,15 @@ runner: importing it costs over a second.
 """
 
 import importlib.util
+import io
 import os
 import re
 import threading
 
 from .. import prompts
 from ..config import model_id
-from .base import Executor as _Base, Failed, unavailable, walk
+from .base import Executor as _Base, Failed, unavailable
+from .files import Refused, Root
 
 MAX_READ = 16_000
 MAX_GREP_LINES = 60
@@ -56,22 +59,10 @@ class ToolRefused(Exception):
 
 
 class Tools:
-    """The read-only tools, confined to ``root`` (symlinks are resolved before the check)."""
+    """The read-only tools, confined to ``root`` by ``files.Root``: checked on each file as it is opened."""
 
     def __init__(self, root):
-        self.root = os.path.realpath(root)
-
-    def resolve(self, path) -> str:
-        path = path or "."
-        if not isinstance(path, str) or "\x00" in path:
-            raise ToolRefused("invalid path")
-        real = os.path.realpath(os.path.join(self.root, path))
-        if real != self.root and not real.startswith(self.root + os.sep):
-            raise ToolRefused(f"refused: {path} is outside the working directory")
-        return real
-
-    def show(self, real) -> str:
-        return os.path.relpath(real, self.root)
+        self.root = Root(root)
 
     def call(self, name, args) -> str:
         if not isinstance(args, dict):
@@ -85,12 +76,9 @@ class Tools:
         raise ToolRefused(f"unknown tool {name}: use read_file, grep or list_dir")
 
     def read_file(self, path, offset=0) -> str:
-        real = self.resolve(path)
-        if not os.path.isfile(real):
-            raise ToolRefused(f"not a file: {path}")
         if not isinstance(offset, int) or offset < 0:
             raise ToolRefused("offset must be a whole number of bytes")
-        with open(real, "rb") as f:
+        with self.root.open(path) as f:
             f.seek(offset)
             data = f.read(MAX_READ + 1)
         text = data[:MAX_READ].decode("utf-8", "replace")
@@ -103,33 +91,28 @@ class Tools:
             regex = re.compile(pattern)
         except re.error:
             regex = re.compile(re.escape(pattern))
-        start = self.resolve(path)
         hits = []
-        for real in self._files(start):
-            try:
-                with open(real, encoding="utf-8", errors="replace") as f:
-                    for lineno, line in enumerate(f, 1):
-                        if regex.search(line):
-                            hits.append(f"{self.show(real)}:{lineno}: {line.rstrip()[:200]}")
-                            if len(hits) >= MAX_GREP_LINES:
-                                return "\n".join(hits) + "\n[more matches not shown]"
-            except OSError:
-                continue
+        walk = self.root.walk(path or ".")
+        try:
+            for entry in walk:
+                if entry.file is None:  # a symlink out, an unreadable file: skipped
+                    continue
+                try:
+                    with io.TextIOWrapper(entry.file, encoding="utf-8", errors="replace") as f:
+                        for lineno, line in enumerate(f, 1):
+                            if regex.search(line):
+                                hits.append(f"{entry.path}:{lineno}: {line.rstrip()[:200]}")
+                                if len(hits) >= MAX_GREP_LINES:
+                                    return "\n".join(hits) + "\n[more matches not shown]"
+                except OSError:
+                    continue
+        finally:
+            walk.close()
         return "\n".join(hits) or "no matches"
 
-    def _files(self, start):
-        for path in walk(start):
-            try:
-                yield self.resolve(path)  # a symlink out is skipped
-            except ToolRefused:
-                continue
-
     def list_dir(self, path=None) -> str:
-        real = self.resolve(path)
-        if not os.path.isdir(real):
-            raise ToolRefused(f"not a directory: {path}")
-        entries = sorted(os.listdir(real))
-        shown = [e + "/" if os.path.isdir(os.path.join(real, e)) else e for e in entries[:MAX_LIST]]
+        entries = self.root.list(path or ".")
+        shown = [name + "/" if is_dir else name for name, is_dir in entries[:MAX_LIST]]
         more = f"\n[{len(entries) - MAX_LIST} more]" if len(entries) > MAX_LIST else ""
         return ("\n".join(shown) or "(empty)") + more
 
@@ -205,7 +188,7 @@ class Executor(_Base):
             for call in calls:
                 try:
                     out, is_error = tools.call(call.name, call.input), False
-                except ToolRefused as exc:
+                except (ToolRefused, Refused) as exc:
                     out, is_error = str(exc), True
                 except OSError as exc:
                     out, is_error = f"error: {exc.strerror or exc}", True

@@ -103,15 +103,3 @@ def unavailable(message: str) -> BrainError:
     from ..errors import OperationalError
 
     return OperationalError(message)
-
-
-def walk(start):
-    """The files under ``start`` (or ``start`` itself, a file), in a stable order, hidden ones skipped."""
-    if os.path.isfile(start):
-        yield start
-        return
-    for root, dirs, names in os.walk(start):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                yield os.path.join(root, name)

@@ -1,15 +1,21 @@
 """``grep``: search the query, as literal text, in the job's files.
 
 Files come from ``dispatch --file`` or the job's ``data.files``; a
-directory is searched recursively (hidden entries and binary files are
-skipped). The result is compact: ``3 matches in 2 files, first: src/app.py:12``
-or ``no matches in 4 files``. Finding nothing is an answer, not a failure;
-a file that cannot be read is reported in the result.
+directory is searched recursively (hidden entries, binary files and
+special files such as FIFOs, sockets and devices are skipped). The result
+is compact: ``3 matches in 2 files, first: src/app.py:12`` or ``no matches
+in 4 files``. Finding nothing is an answer, not a failure; a file that
+cannot be read is reported in the result.
+
+Every file is read through ``files.Root``: only inside the working
+directory, whoever named the path. A named path outside it (``/etc/shadow``,
+``../x``, a symlink leading out) fails the sub-task with ``refused: ...``;
+a symlink leading out met inside a searched directory is listed as
+unreadable.
 """
 
-import os
-
-from .base import Executor as _Base, Failed, walk
+from .base import Executor as _Base, Failed
+from .files import Refused, Root
 
 MAX_FILES = 10_000
 _BINARY_PROBE = 8192
@@ -24,32 +30,54 @@ def _is_binary(f) -> bool:
 class Executor(_Base):
     name = "grep"
 
-    def check(self):
-        if not self.ctx.files:
-            from ..errors import InvalidInput
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.root = Root(ctx.workdir)
 
+    def check(self):
+        from ..errors import InvalidInput
+
+        if not self.ctx.files:
             raise InvalidInput("the grep executor searches the job's files: pass --file PATH to dispatch "
                                "(or create the job with --file)")
+        for path in self.ctx.files:
+            try:
+                self.root.inside(path)
+            except Refused as exc:
+                raise InvalidInput(f"{exc} {self.root.path}: name files inside it, or run from a "
+                                   "directory that holds them") from None
 
-    def files(self):
+    def entries(self):
+        """The ``files.Entry`` of every file to search; ``Failed`` for a named path that cannot be."""
         seen = 0
         for given in self.ctx.files:
-            if not os.path.exists(given):
-                raise Failed(f"no such file: {self.ctx.relative(given)}")
-            for path in walk(given):
-                seen += 1
-                if seen > MAX_FILES:
-                    raise Failed(f"more than {MAX_FILES} files to search: name fewer with --file")
-                yield path
+            shown = self.ctx.relative(given)
+            try:
+                for entry in self.root.walk(given):
+                    seen += 1
+                    if seen > MAX_FILES:
+                        if entry.file:
+                            entry.file.close()
+                        raise Failed(f"more than {MAX_FILES} files to search: name fewer with --file")
+                    yield entry
+            except FileNotFoundError:
+                raise Failed(f"no such file: {shown}") from None
+            except Refused as exc:
+                raise Failed(str(Refused(shown, exc.reason))) from None
+            except OSError as exc:
+                raise Failed(f"cannot read {shown}: {exc.strerror or exc}") from None
 
     def run(self, query: str, task=None) -> str:
         needle = query.encode("utf-8")
         matches = files_hit = searched = 0
         first = None
         unreadable = []
-        for path in self.files():
+        for entry in self.entries():
+            if entry.file is None:
+                unreadable.append(f"{entry.path} ({entry.problem})")
+                continue
             try:
-                with open(path, "rb") as f:
+                with entry.file as f:
                     if _is_binary(f):
                         continue
                     searched += 1
@@ -60,10 +88,10 @@ class Executor(_Base):
                             matches += n
                             hit = True
                             if first is None:
-                                first = f"{self.ctx.relative(path)}:{lineno}"
+                                first = f"{entry.path}:{lineno}"
                     files_hit += hit
             except OSError as exc:
-                unreadable.append(f"{self.ctx.relative(path)} ({exc.strerror})")
+                unreadable.append(f"{entry.path} ({exc.strerror})")
         tail = f"; unreadable: {', '.join(unreadable)}" if unreadable else ""
         if not matches:
             return f"no matches in {searched} file{'s' * (searched != 1)}{tail}"
