@@ -11,6 +11,7 @@ prefilter in front of it must never be what refuses).
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -501,3 +502,18 @@ def test_other_tools_get_no_answer(data):
     body = json.loads(payload("brain job list"))
     body["tool_name"] = "Read"
     assert host_hook(json.dumps(body)) is None
+
+
+# -- the worker's instructions ---------------------------------------------------------------------
+
+def test_the_worker_definition_spells_approved_reports(data, bash_argv):
+    """Following agents/subtask-worker.md (the answer in single quotes, a quote
+    inside as '\\'') gives a report the hook approves and bash passes verbatim."""
+    worker = (ROOT / "agents" / "subtask-worker.md").read_text()
+    template, example = re.findall(r"`(brain job update [^`]*)`", worker)[:2]
+    assert pre_tool_use.is_approved(example) and host_hook(payload(example)) == allowed("update")
+    answer = f"it's {RESULT} & \"done\" `id` (ok) <b> {{a,b}} [c] *? ~ ! # \\"
+    command = (template.replace("<job>", "abc123").replace("<sub_N>", "sub_1").replace("<agent id>", "a1")
+               .replace("<answer>", answer.replace("'", "'\\''")))
+    assert host_hook(payload(command)) == allowed("update")
+    assert bash_argv(command)[-2:] == ["--result", answer] == pre_tool_use.shell_words(command)[-2:]
