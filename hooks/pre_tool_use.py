@@ -78,8 +78,9 @@ def shell_words(command):
     """The argv bash would pass for ``command``, or None when it is outside the grammar.
 
     None also for anything longer than MAX_COMMAND, for control characters
-    (newline, CR, NUL...) anywhere, and for two single-quoted pieces side by
-    side or a word starting with a bare ``=`` (zsh reads those differently).
+    (newline, CR, NUL...) anywhere, and for what zsh reads differently: two
+    single-quoted pieces side by side, bare text starting with ``=`` or
+    holding ``==``.
     """
     if not isinstance(command, str) or len(command) > MAX_COMMAND:
         return None
@@ -99,8 +100,8 @@ def shell_words(command):
         if kind == "single" and previous == "single":
             return None  # zsh's RC_QUOTES reads '' inside single quotes as a quote
         text = "'" if kind == "escaped" else match.group(kind)
-        if previous is None and kind == "bare" and text.startswith("="):
-            return None  # zsh expands =name to a path
+        if kind == "bare" and (text.startswith("=") or "==" in text):
+            return None  # zsh expands =name to a path, also after a = with MAGIC_EQUAL_SUBST
         pieces.append(text)
         previous = kind
     if previous is not None:

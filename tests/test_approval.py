@@ -166,6 +166,9 @@ REFUSED = [
     # read differently by zsh
     "brain job update J sub_1 --status completed --result 'a''b'",
     "brain job get =brain",
+    "brain job create --ttl 60 --prompt x --subtasks-from==ls",
+    "brain job create --ttl 60 --prompt x --subtasks-from=a==b",
+    "brain job get a'b'=brain",
     # options: ownership, other stores, abbreviations, --, help, unknown, misplaced values
     "brain job update abc123 sub_1 --status completed --force",
     "brain job update abc123 sub_1 --status completed '--force'",
