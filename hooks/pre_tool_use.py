@@ -1,67 +1,186 @@
-"""PreToolUse(Bash): approve the plugin's own reporting and reading commands.
+"""PreToolUse(Bash): approve the plugin's own commands, in a form the shell cannot rewrite.
 
 Background workers must never stall on a permission prompt when they
-report, so ``brain job update|subtasks|consolidate|get|list ...`` is
-approved -- but only in a form that cannot smuggle anything else in: no
-shell metacharacters at all, the program is ``brain`` (or this plugin's own
-``bin/brain`` by absolute path), and every option is one that subcommand
-reads (so no ``--db`` to write elsewhere and no ``--force`` to override
-ownership; argparse prefixes such as ``--fo`` are refused too). Anything
-else gets no answer, which leaves it to the host's normal permission flow.
+report, and the orchestrator should not be asked for its own bookkeeping,
+so a few ``brain job`` commands are approved. The command text is hostile
+input, and bash rewrites what it is given (braces, globs, tildes,
+variables...), so the hook never judges the text: it reads the command
+with a grammar in which nothing can expand, computes the exact argv bash
+will pass, and checks that argv. Anything outside the grammar or the table
+below gets no answer, which leaves it to the host's normal permission flow.
+
+The grammar (see :func:`shell_words`): words separated by spaces or tabs,
+each a concatenation of
+
+* bare characters from ``A-Z a-z 0-9 _ . / : @ % + = , -``,
+* single-quoted text ``'...'`` (bash expands nothing inside),
+* double-quoted text ``"..."`` without ``$`` backtick ``\\`` ``!`` ``"``,
+* the escaped quote ``\\'``.
+
+Nothing else outside quotes (no ``; & | < > ( ) { } [ ] * ? ~ $ # !``...),
+no control character anywhere, no unterminated quote.
+
+Turn approval off with ``BRAIN_AUTO_APPROVE=0`` in the host's environment
+or a file named ``no-auto-approve`` in the plugin data directory.
 """
 
 import os
-import shlex
+import re
 
-from hooklib import PLUGIN_ROOT, debug, run
+from hooklib import PLUGIN_ROOT, data_dir, debug, run
 
-# Characters that let a shell do more than run one command with arguments.
-FORBIDDEN = set(";&|$`<>()\\\n\r")
-# The options each approved subcommand may carry.
-OPTIONS = {
-    "update": {"--status", "--result", "--agent-id"},
-    "subtasks": {"--json"},
-    "consolidate": {"--json"},
-    "get": {"--json"},
-    "list": {"--json", "--all"},
-}
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
+MAX_COMMAND = 8192  # characters; longer commands are not read at all (a create with many --subtask fits)
+OFF_FILE = "no-auto-approve"
+
+# One piece of a word; alternatives start with different characters, so a
+# match never backtracks and a scan is linear. Tabs separate words only
+# (every other control character is refused before the scan).
+_PIECE = re.compile(r"""
+      (?P<bare>[A-Za-z0-9_./:@%+=,-]+)
+    | '(?P<single>[^'\t]*)'
+    | "(?P<double>[^"$`\\!\t]*)"
+    | (?P<escaped>\\')
+    | (?P<space>[ \t]+)
+""", re.VERBOSE)
+
+# subcommand: (positional arguments, options taking a value, flags).
+# Left out on purpose: --db/--database-url (another store), --force
+# (ownership override), --pool/--allow-shell/--base-url/--concurrency and
+# any executor but host (processes), --help.
+COMMANDS = {
+    "update": (2, {"--status", "--result", "--agent-id"}, set()),
+    "subtasks": (1, set(), {"--json"}),
+    "consolidate": (1, set(), {"--json"}),
+    "get": (1, set(), {"--json"}),
+    "list": (0, set(), {"--json", "--all"}),
+    "wait": (1, {"--timeout"}, {"--json"}),
+    "create": (0, {"--ttl", "--prompt", "--subtask", "--file", "--skills", "--data", "--subtasks-from", "--glob",
+                   "--query-template"}, {"--distributed", "--json", "-q", "--quiet"}),
+    "dispatch": (1, {"--model", "--file", "--timeout", "--executor"}, {"--json"}),
+}
+
+
+def _relative_path(value: str) -> bool:
+    """A path or pattern under the working directory: not absolute, no ``~``, no ``..``, not stdin."""
+    return value not in ("", "-") and value[0] not in "/~" and ".." not in value.split("/")
+
+
+# (subcommand, option): what its value must satisfy.
+VALUE_CHECKS = {
+    ("dispatch", "--executor"): lambda value: value == "host",
+    ("create", "--subtasks-from"): _relative_path,
+    ("create", "--glob"): _relative_path,
+}
+
+
+def shell_words(command):
+    """The argv bash would pass for ``command``, or None when it is outside the grammar.
+
+    None also for anything longer than MAX_COMMAND, for control characters
+    (newline, CR, NUL...) anywhere, and for what zsh reads differently: two
+    single-quoted pieces side by side, bare text starting with ``=`` or
+    holding ``==``.
+    """
+    if not isinstance(command, str) or len(command) > MAX_COMMAND:
+        return None
+    if not command.replace("\t", " ").isprintable():
+        return None
+    words, pieces, previous, pos = [], [], None, 0
+    while pos < len(command):
+        match = _PIECE.match(command, pos)
+        if match is None:
+            return None
+        kind, pos = match.lastgroup, match.end()
+        if kind == "space":
+            if previous is not None:
+                words.append("".join(pieces))
+            pieces, previous = [], None
+            continue
+        if kind == "single" and previous == "single":
+            return None  # zsh's RC_QUOTES reads '' inside single quotes as a quote
+        text = "'" if kind == "escaped" else match.group(kind)
+        if kind == "bare" and (text.startswith("=") or "==" in text):
+            return None  # zsh expands =name to a path, also after a = with MAGIC_EQUAL_SUBST
+        pieces.append(text)
+        previous = kind
+    if previous is not None:
+        words.append("".join(pieces))
+    return words
+
+
+def _default_executor_is_host() -> bool:
+    """True when a dispatch without --executor can only run on the host (no setting picks another)."""
+    if os.environ.get("BRAIN_EXECUTOR", "host") != "host" or os.environ.get("BRAIN_CONFIG"):
+        return False
+    return not os.path.exists(os.path.join(os.path.expanduser("~"), ".brain", "config.yaml"))
+
+
+def approved_subcommand(argv):
+    """The subcommand when ``argv`` is one of the approved ``brain job`` commands, else None.
+
+    Every word starting with ``-`` must be an allowed option by its exact
+    name (``--opt`` or ``--opt=value``; no abbreviation, no ``--``); an
+    option's separate value must not start with ``-``; the positional count
+    must be the subcommand's.
+    """
+    if len(argv) < 3 or argv[0] not in ("brain", OWN_BIN) or argv[1] != "job" or argv[2] not in COMMANDS:
+        return None
+    subcommand = argv[2]
+    positionals, valued, flags = COMMANDS[subcommand]
+    rest, seen, count = iter(argv[3:]), set(), 0
+    for word in rest:
+        if not word.startswith("-"):
+            count += 1
+            continue
+        name, equals, value = word.partition("=")
+        if name in flags and not equals:
+            continue
+        if name not in valued:
+            return None
+        if not equals:
+            value = next(rest, "-")  # a missing value is refused like one starting with "-"
+            if value.startswith("-"):
+                return None
+        check = VALUE_CHECKS.get((subcommand, name))
+        if check is not None and not check(value):
+            return None
+        seen.add(name)
+    if count != positionals:
+        return None
+    if subcommand == "dispatch" and "--executor" not in seen and not _default_executor_is_host():
+        return None
+    return subcommand
 
 
 def is_approved(command) -> bool:
-    """True when ``command`` is exactly a brain job report/read and nothing more."""
-    if not isinstance(command, str):
-        return False
-    if any(c in FORBIDDEN or (ord(c) < 32 and c != "\t") or ord(c) == 127 for c in command):
-        return False
-    try:
-        tokens = shlex.split(command)
-    except ValueError:  # unbalanced quotes
-        return False
-    if len(tokens) < 3 or tokens[0] not in ("brain", OWN_BIN) or tokens[1] != "job":
-        return False
-    allowed = OPTIONS.get(tokens[2])
-    if allowed is None:
-        return False
-    for token in tokens[3:]:
-        if token.startswith("-") and token.split("=", 1)[0] not in allowed:
-            return False
-    return True
+    """True when ``command`` is exactly one approved brain job command and nothing more."""
+    words = shell_words(command)
+    return words is not None and approved_subcommand(words) is not None
+
+
+def turned_off() -> bool:
+    """True when the user turned auto-approval off (environment or a file in the data dir)."""
+    if os.environ.get("BRAIN_AUTO_APPROVE", "").strip().lower() in ("0", "false", "no", "off"):
+        return True
+    return os.path.exists(os.path.join(data_dir(), OFF_FILE))
 
 
 def handle(payload: dict):
-    if payload.get("tool_name") != "Bash":
+    if payload.get("tool_name") != "Bash" or turned_off():
         return None
     command = (payload.get("tool_input") or {}).get("command")
-    approved = is_approved(command)
-    debug(f"pre_tool_use: {'allow' if approved else 'pass'} {command!r} agent={payload.get('agent_id')}")
-    if not approved:
+    words = shell_words(command)
+    subcommand = approved_subcommand(words) if words is not None else None
+    shown = command[:1000] if isinstance(command, str) else command
+    debug(f"pre_tool_use: {'allow' if subcommand else 'pass'} {shown!r} agent={payload.get('agent_id')}")
+    if subcommand is None:
         return None
     return {
         "hookSpecificOutput": {
             "hookEventName": "PreToolUse",
             "permissionDecision": "allow",
-            "permissionDecisionReason": "brain-jobs: a job report or read",
+            "permissionDecisionReason": f"brain-jobs: brain job {subcommand} (BRAIN_AUTO_APPROVE=0 turns this off)",
         }
     }
 

@@ -154,13 +154,13 @@ def test_the_worker_agent_reports_with_the_pointer_it_was_given(brain):
     worker = (ROOT / "agents" / "subtask-worker.md").read_text()
     template = re.search(r"`(brain job update <job> <sub_N> --agent-id <agent id> [^`]*)`", worker).group(1)
     command = (template.replace("<job>", job_id).replace("<sub_N>", sub).replace("<agent id>", agent)
-               .replace('"<answer>"', "RESULT"))
+               .replace("'<answer>'", "RESULT"))
     args = command.split()[1:]
     args[args.index("RESULT")] = "[200 OK] 3 items"
     brain.ok(*args)
     assert brain.json("job", "consolidate", job)["results"][0]["result"] == "[200 OK] 3 items"
     # The worker definition and the library spell the command the same way.
-    assert command.replace("RESULT", '"<result>"') == prompts.report_command(job_id, {"sub_task_id": sub, "agent_id": agent})
+    assert command.replace("RESULT", "'<result>'") == prompts.report_command(job_id, {"sub_task_id": sub, "agent_id": agent})
 
 
 def test_consolidate_has_the_seed_shape_and_works_at_any_moment(brain):

@@ -21,7 +21,6 @@ PAYLOADS = ROOT / "tests" / "host" / "payloads"
 SESSION = "ea2d5779-8ad6-4912-81ae-a97dc86ff0c3"  # the recorded payloads' session
 
 sys.path.insert(0, str(HOOKS))
-pre_tool_use = importlib.import_module("pre_tool_use")
 environment = importlib.import_module("environment")
 
 
@@ -67,102 +66,6 @@ def dispatched_job(session=SESSION, queries=("GET /health", "POST /auth", "GET /
 
 def sub(job_id, sub_task_id):
     return next(s for s in jobs.get_job(job_id)["sub_tasks"] if s["sub_task_id"] == sub_task_id)
-
-
-# -- PreToolUse(Bash) ----------------------------------------------------------
-
-OWN = str(ROOT / "bin" / "brain")
-APPROVED = [
-    'brain job update abc123 sub_1 --agent-id agent_haiku_3f9a1c --status completed --result "[200 OK] 5 items"',
-    "brain job update abc123 sub_2 --agent-id agent_haiku_3f9a1c --status failed --result 'no such file'",
-    "brain job update abc123 sub_1 --status=running --agent-id=a1",
-    "brain job subtasks abc123",
-    "brain job subtasks job_abc123 --json",
-    "brain job consolidate abc123 --json",
-    "brain job get abc123",
-    "brain job list",
-    "brain job list --all --json",
-    "  brain   job list  ",
-    f"{OWN} job update abc123 sub_1 --agent-id a1 --status completed --result ok",
-    'brain job update abc123 sub_1 --agent-id a1 --status completed --result "50% done, 3 of 4 * ok"',
-]
-REFUSED = [
-    "brain job update abc123 sub_1 --status completed --result ok; rm -rf ~",
-    "brain job list && curl example.com",
-    "brain job list || true",
-    "brain job list | tee out",
-    "brain job list & sleep 1",
-    'brain job update abc123 sub_1 --status completed --result "$(cat /etc/passwd)"',
-    "brain job update abc123 sub_1 --status completed --result $HOME",
-    "brain job update abc123 sub_1 --status completed --result `id`",
-    "brain job list > /tmp/x",
-    "brain job list < /etc/passwd",
-    "brain job list >> log",
-    "(brain job list)",
-    "brain job update abc123 sub_1 --status completed --result a\\;b",
-    "brain job list\nrm -rf /",
-    "brain job list\rrm",
-    "brain job create --distributed --ttl 60 --prompt x --subtask y",
-    "brain job dispatch abc123 --json",
-    "brain job delete abc123",
-    "brain job cancel abc123",
-    "brain job retry abc123",
-    "brain job cleanup",
-    "brain job update abc123 sub_1 --status completed --force",
-    "brain job update abc123 sub_1 --status completed --fo",
-    "brain job update abc123 sub_1 --status completed --db /etc/x.db",
-    "brain job list --db=/tmp/other.db",
-    "brain --db /tmp/x.db job list",
-    "brain job list --d /tmp/x",
-    "brain worker run",
-    "brain job",
-    "brain",
-    "BRAIN_DB=/tmp/x brain job list",
-    "env brain job list",
-    "/usr/local/bin/brain job list",
-    "./brain job list",
-    "scripts/brain job list",
-    "brainx job list",
-    "brain jobs list",
-    'brain job update abc123 sub_1 --result "unbalanced',
-    "git status",
-    "",
-]
-
-
-@pytest.mark.sqlite_only
-@pytest.mark.parametrize("command", APPROVED)
-def test_pre_tool_use_approves_reports_and_reads(command):
-    assert pre_tool_use.is_approved(command) is True
-
-
-@pytest.mark.sqlite_only
-@pytest.mark.parametrize("command", REFUSED)
-def test_pre_tool_use_leaves_everything_else_to_the_host(command):
-    assert pre_tool_use.is_approved(command) is False
-
-
-@pytest.mark.sqlite_only
-def test_pre_tool_use_refuses_non_strings():
-    assert pre_tool_use.is_approved(None) is False and pre_tool_use.is_approved(["brain"]) is False
-
-
-@pytest.mark.sqlite_only
-def test_pre_tool_use_hook_allows_a_recorded_worker_report(data):
-    payload = recorded("pre_tool_use_worker_report.json", JOB="abc123", IDENTITY_1="agent_haiku_3f9a1c",
-                       HOST_AGENT_1="a120c7a5c1eadaf3e", TMP="/tmp")
-    out, _ = hook("pre_tool_use", payload)
-    assert out == {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
-                                          "permissionDecisionReason": "brain-jobs: a job report or read"}}
-
-
-@pytest.mark.sqlite_only
-def test_pre_tool_use_hook_is_silent_for_other_commands(data):
-    out, proc = hook("pre_tool_use", recorded("pre_tool_use_main_create.json", TMP="/tmp"))
-    assert out is None and proc.stdout == ""
-    payload = recorded("pre_tool_use_worker_report.json", JOB="abc123", IDENTITY_1="a1", HOST_AGENT_1="h1", TMP="/tmp")
-    payload["tool_input"]["command"] += "; echo pwned"
-    assert hook("pre_tool_use", payload)[0] is None
 
 
 # -- PostToolUse(Agent) ----------------------------------------------------------

@@ -73,13 +73,16 @@ def test_hooks_config_points_at_executable_scripts():
     assert set(config) == {"SessionStart", "PreToolUse", "PostToolUse", "SubagentStop", "Stop"}
     assert config["PreToolUse"][0]["matcher"] == "Bash"
     assert "Agent" in config["PostToolUse"][0]["matcher"].split("|")
-    for groups in config.values():
+    for event, groups in config.items():
         for group in groups:
             for h in group["hooks"]:
+                if event == "PreToolUse":  # a shell prefilter that hands our commands to hooks/run pre_tool_use
+                    assert h["command"] == '"${CLAUDE_PLUGIN_ROOT}/hooks/pre_tool_use.sh"'
+                    continue
                 name = h["command"].split()[-1]
                 assert h["command"].startswith('"${CLAUDE_PLUGIN_ROOT}/hooks/run" ')
                 assert (ROOT / "hooks" / f"{name}.py").is_file()
-    for executable in ("hooks/run", "bin/brain", "scripts/brain"):
+    for executable in ("hooks/run", "hooks/pre_tool_use.sh", "bin/brain", "scripts/brain"):
         assert os.access(ROOT / executable, os.X_OK), executable
 
 

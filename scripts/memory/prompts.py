@@ -9,7 +9,7 @@ reads, so each launch prompt is a pointer of about 60 bytes::
 job, sub-task, worker identity, then the seed's instruction ("Search
 {query} in {file}"). The standing instructions (answer in at most 200
 characters, report with ``brain job update JOB SUB --agent-id ID --status
-completed --result "..."``, report ``failed`` with a reason) live once in the
+completed --result '...'``, report ``failed`` with a reason) live once in the
 worker agent's definition, ``agents/subtask-worker.md``, and in
 :func:`instruction` / :func:`report_command` for workers outside the host.
 Carrying them in every prompt cost about 850 bytes per sub-task; the
@@ -32,7 +32,7 @@ def report_command(job_id: str, sub: dict, status: str = "completed", result: st
     """The exact command a worker runs to report."""
     return (
         f"brain job update {job_id} {sub['sub_task_id']} --agent-id {sub['agent_id']} "
-        f'--status {status} --result "{result}"'
+        f"--status {status} --result '{result}'"
     )
 
 

@@ -27,7 +27,10 @@ from tests.fakes.fake_anthropic import (FakeAnthropic, message, message_text, sy
 ENDPOINTS = ["GET /health", "POST /auth", "GET /users"]
 # What each worker finds; POST /auth's worker never runs `brain job update`
 # and only ends with its final message, which SubagentStop must save.
-RESULTS = {"GET /health": "[200 OK] status healthy in 12ms", "GET /users": "[200 OK] 42 users, page 1 of 3"}
+# GET /users's result holds shell characters: the worker quotes it as its
+# definition says, and it must reach the store byte for byte.
+RESULTS = {"GET /health": "[200 OK] status healthy in 12ms",
+           "GET /users": "[200 OK] 42 users; it's def f(x) -> int: return x | 1; $HOME & `id` \"p1\" {a,b} *"}
 SILENT = {"POST /auth": "[401] POST /auth needs a bearer token"}
 WORKER_MARKER = "You are a brain-jobs worker"  # first words of agents/subtask-worker.md
 STOP_REASON_MARK = "results were not read"
@@ -100,7 +103,7 @@ def worker_model(body):
     if not _calls(body):
         job, sub, agent = pointer.groups()
         command = (template.group(1).replace("<job>", job).replace("<sub_N>", sub)
-                   .replace("<agent id>", agent).replace("<answer>", RESULTS[query]))
+                   .replace("<agent id>", agent).replace("<answer>", RESULTS[query].replace("'", "'\\''")))
         return tool_use("Bash", {"command": command, "description": "Report the result"})
     return text(RESULTS[query])
 

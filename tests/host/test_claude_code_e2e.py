@@ -27,10 +27,9 @@ from tests.host.claude_cli import ROOT, claude_binary
 
 RUN_TIMEOUT = 180
 BUDGET_PER_SUBTASK = 600
-# The only permission flag: the orchestrator's own create and dispatch.
-# Nothing covers `brain job update`; the workers' reports must be approved
-# by the plugin's PreToolUse hook or they are denied.
-ALLOWED_TOOLS = "Bash(brain job create:*),Bash(brain job dispatch:*)"
+# No permission flag: the orchestrator's create, dispatch and consolidate and
+# the workers' reports must all be approved by the plugin's PreToolUse hook,
+# or they are denied (and listed in permission_denials).
 
 # The host run keeps its own store in its isolated HOME, whatever the test backend: one run is enough.
 pytestmark = pytest.mark.sqlite_only
@@ -70,7 +69,7 @@ def run(tmp_path_factory):
         print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--plugin-dir", str(ROOT),
            "--cwd", str(project), "--out", str(out), "--env", str(base / "env.json"),
-           "--timeout", str(RUN_TIMEOUT), "--extra", json.dumps(["--allowedTools", ALLOWED_TOOLS])]
+           "--timeout", str(RUN_TIMEOUT)]
     if netns:
         cmd = ["unshare", "-n", "--", *cmd, "--netns"]
     started = time.monotonic()
@@ -135,7 +134,8 @@ def test_store_holds_three_completed_results(job):
     assert job["status"] == "completed"
     results = {s["query"]: (s["status"], s["result"]) for s in job["sub_tasks"]}
     expected = {q: ("completed", r) for q, r in {**scenario.RESULTS, **scenario.SILENT}.items()}
-    assert results == expected
+    assert results == expected  # byte for byte, shell characters included
+    assert "; $HOME & `id`" in results["GET /users"][1] and "it's" in results["GET /users"][1]
     assert job["consolidated"]["completed"] == 3 and job["consolidated"]["failed"] == 0
 
 
@@ -165,14 +165,21 @@ def test_agent_links_recorded_for_every_worker(run, job):
             <= next(e for e in links if e["sub_task_id"] == sub["sub_task_id"]).items()
 
 
+def test_the_orchestrators_commands_were_approved_by_the_plugin_hook(run, job):
+    # No flag allows anything (see run): our hook said allow to each.
+    log = run["hooks_log"].splitlines()
+    for command in ("create", f"dispatch {job['job_id']}", f"consolidate {job['job_id']}"):
+        assert [line for line in log if f"pre_tool_use: allow 'brain job {command} " in line], (command, log)
+
+
 def test_worker_reports_were_approved_by_the_plugin_hook(run, job):
-    # No flag covers the reports (see ALLOWED_TOOLS); our hook said allow to each.
-    assert "update" not in ALLOWED_TOOLS and "--dangerously-skip-permissions" not in ALLOWED_TOOLS
+    # No flag covers the reports (see run); our hook said allow to each.
+    log = run["hooks_log"].splitlines()
     by_query = {s["query"]: s for s in job["sub_tasks"]}
     for query in scenario.RESULTS:
         sub = by_query[query]
-        allowed = [line for line in run["hooks_log"].splitlines()
-                   if "pre_tool_use: allow 'brain job update" in line and f" {sub['sub_task_id']} --agent-id {sub['agent_id']} " in line]
+        allowed = [line for line in log if "pre_tool_use: allow " in line and "brain job update" in line
+                   and f" {sub['sub_task_id']} --agent-id {sub['agent_id']} " in line]
         assert len(allowed) == 1 and f"agent={sub['host_agent_id']}" in allowed[0], run["hooks_log"]
         reports = [e for e in job["history"] if e["event"] == "report" and e["sub_task_id"] == sub["sub_task_id"]]
         assert [(e["status"], e["agent_id"]) for e in reports] == [("completed", sub["agent_id"])]
