@@ -56,7 +56,7 @@ COMMANDS = {
     "list": (0, set(), {"--json", "--all"}),
     "wait": (1, {"--timeout"}, {"--json"}),
     "create": (0, {"--ttl", "--prompt", "--subtask", "--file", "--skills", "--data", "--subtasks-from", "--glob",
-                   "--query-template"}, {"--distributed", "--json", "-q", "--quiet"}),
+                   "--query"}, {"--distributed", "--json", "-q", "--quiet"}),
     "dispatch": (1, {"--model", "--file", "--timeout", "--executor"}, {"--json"}),
 }
 

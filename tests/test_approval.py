@@ -68,7 +68,7 @@ APPROVED = [
     "brain job create -q --ttl 60 --prompt x --data '{\"k\": [1, 2]}'",
     "brain job create --quiet --ttl 60 --prompt x --subtasks-from subtasks.txt",
     "brain job create --ttl 60 --prompt x --subtasks-from=lists/a.b.txt",
-    "brain job create --ttl 60 --prompt x --glob 'src/**/*.py' --query-template 'TODO in {file}'",
+    "brain job create --ttl 60 --prompt x --glob 'src/**/*.py' --query 'TODO in {file}'",
     "brain job dispatch abc123 --json",
     "brain job dispatch abc123 --executor host --json",
     "brain job dispatch abc123 --executor=host --model haiku --timeout 120 --file src/",
@@ -211,10 +211,10 @@ REFUSED = [
     "brain job create --ttl 60 --prompt x --subtasks-from a/../../b",
     "brain job create --ttl 60 --prompt x --subtasks-from ''",
     "brain job create --ttl 60 --prompt x --subtasks-from '~/x'",
-    "brain job create --ttl 60 --prompt x --glob '/etc/*' --query-template x",
-    "brain job create --ttl 60 --prompt x --glob '../**' --query-template x",
-    "brain job create --ttl 60 --prompt x --glob 'src/../../*' --query-template x",
-    "brain job create --ttl 60 --prompt x --glob '~/x' --query-template x",
+    "brain job create --ttl 60 --prompt x --glob '/etc/*' --query x",
+    "brain job create --ttl 60 --prompt x --glob '../**' --query x",
+    "brain job create --ttl 60 --prompt x --glob 'src/../../*' --query x",
+    "brain job create --ttl 60 --prompt x --glob '~/x' --query x",
     "brain job create --ttl 60 --prompt x --db /tmp/x.db",
     "brain job create --ttl 60 --prompt x -qq",
     "brain job dispatch abc123 --executor shell --allow-shell",
@@ -520,3 +520,19 @@ def test_the_worker_definition_spells_approved_reports(data, bash_argv):
                .replace("<answer>", answer.replace("'", "'\\''")))
     assert host_hook(payload(command)) == allowed("update")
     assert bash_argv(command)[-2:] == ["--result", answer] == pre_tool_use.shell_words(command)[-2:]
+
+
+def test_every_approved_option_is_one_the_cli_defines():
+    """The hook's option lists are checked against the one definition of the command line (argparse)."""
+    from scripts.memory import cli
+
+    parser = cli.build_parser()
+    job = next(a for a in parser._actions if a.dest == "area").choices["job"]
+    commands = next(a for a in job._actions if a.dest == "command").choices
+    for name, (_, valued, flags) in pre_tool_use.COMMANDS.items():
+        assert name in commands, name
+        defined = {opt: action.nargs != 0 for action in commands[name]._actions for opt in action.option_strings}
+        for opt in valued:
+            assert defined.get(opt) is True, f"{name} {opt}: the hook approves a value the CLI does not take"
+        for opt in flags:
+            assert defined.get(opt) is False, f"{name} {opt}: the hook approves a flag the CLI does not define"
