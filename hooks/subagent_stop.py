@@ -1,16 +1,21 @@
 """SubagentStop: save the result of a worker that ended without reporting.
 
-If the worker's sub-task is still running, its final message (cut to 200
-characters) becomes the result; with no final message the sub-task is
-marked failed with a reason. So a result survives a worker that forgot to
-run ``brain job update``, and a completion notice the host dropped.
+If the worker's sub-task is still running, its final message (on one line,
+cut like any result) becomes the result; with no final message the
+sub-task is marked failed with a reason. If the sub-task had failed already
+(its deadline passed), the message is kept in the job's history as a
+``late_report``. So a result survives a worker that forgot to run
+``brain job update``, and a completion notice the host dropped.
+
+The library checks that the stopping agent is the sub-task's worker: the
+host agent linked by PostToolUse(Agent), or, before that link exists, the
+plugin's worker agent whose launch prompt carries the sub-task's credential.
 """
 
 import json
 
-from hooklib import debug, run
+from hooklib import debug, log, run
 
-MAX_RESULT = 200
 TRANSCRIPT_SCAN = 64 * 1024  # bytes of the transcript read to find the first prompt
 
 
@@ -36,38 +41,33 @@ def _prompt_from_transcript(path):
 
 
 def handle(payload: dict):
-    from scripts.memory import jobs
+    from scripts.memory import jobs, prompts
     from scripts.memory.errors import BrainError
 
     host_agent_id = payload.get("agent_id")
     found = jobs.find_subtask_by_agent(host_agent_id) if host_agent_id else None
-    if not found:
+    credential = None
+    if not found and payload.get("agent_type") == prompts.WORKER_AGENT:
         # No link yet (the host can end a worker before PostToolUse(Agent) ran):
-        # fall back on the prompt the worker was given.
+        # fall back on the prompt the worker was given, and its credential.
         try:
             parsed = jobs.parse_subtask_prompt(_prompt_from_transcript(payload.get("agent_transcript_path")))
         except OSError:
             parsed = None
-        found = parsed[:2] if parsed else None
+        if parsed:
+            found, credential = parsed[:2], parsed[2]
     if not found:
         return None
     job_id, sub_task_id = found
-    job = jobs.get_job(job_id)
-    sub = next((s for s in job["sub_tasks"] if s["sub_task_id"] == sub_task_id), None)
-    if sub is None or sub["status"] != "running":
-        return None
-    owner = host_agent_id if host_agent_id == sub.get("host_agent_id") else sub["agent_id"]
-    message = " ".join((payload.get("last_assistant_message") or "").split())
+    message = payload.get("last_assistant_message")
     try:
-        if message:
-            jobs.update_subtask_status(job_id, sub_task_id, "completed", result=message[:MAX_RESULT], agent_id=owner)
-        else:
-            jobs.update_subtask_status(job_id, sub_task_id, "failed", agent_id=owner,
-                                       result="worker ended without a report or a final message")
-    except BrainError as exc:  # e.g. the job expired meanwhile: nothing left to save
-        debug(f"subagent_stop: {job_id}/{sub_task_id} not recorded: {exc}")
+        outcome = jobs.recover_final_message(job_id, sub_task_id, host_agent_id, message, credential)
+    except BrainError as exc:  # not this sub-task's worker, or the job expired meanwhile
+        log(f"subagent_stop: {job_id}/{sub_task_id} not recorded: {exc}")
         return None
-    debug(f"subagent_stop: recovered {job_id}/{sub_task_id} from {host_agent_id} ({'message' if message else 'empty'})")
+    if outcome is not None:
+        kind = "late message" if outcome == "late_report" else "message" if outcome == "completed" else "empty"
+        debug(f"subagent_stop: recovered {job_id}/{sub_task_id} from {host_agent_id} ({kind})")
     return None
 
 

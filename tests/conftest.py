@@ -179,14 +179,14 @@ def fake_clock(monkeypatch):
     return env
 
 
-def run_brain(*args, input=None, env=None, timeout=60):
+def run_brain(*args, input=None, env=None, timeout=60, cwd=None):
     """Run the CLI as a subprocess; returns CompletedProcess with text output."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     return subprocess.run(
         [sys.executable, str(BRAIN), *map(str, args)],
-        input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
+        input=input, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
     )
 
 

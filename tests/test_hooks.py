@@ -70,27 +70,68 @@ def sub(job_id, sub_task_id):
 
 # -- PostToolUse(Agent) ----------------------------------------------------------
 
+HOST_2 = "a4f6a4b9bd0e0a7f7"
+
+
+def credential(call):
+    """The credential a dispatched launch prompt carries."""
+    return jobs.parse_subtask_prompt(call["prompt"])[2]
+
+
+def _launched(job_id, tool_input, host_id=HOST_2):
+    payload = recorded("post_tool_use_agent.json", JOB=job_id, IDENTITY_2="x", HOST_AGENT_2=host_id, TMP="/tmp")
+    payload["tool_input"] = tool_input
+    return payload
+
+
 def test_post_tool_use_links_the_host_agent_id(data):
     job_id, calls = dispatched_job()
-    payload = recorded("post_tool_use_agent.json", JOB=job_id, IDENTITY_2=sub(job_id, "sub_2")["agent_id"],
-                       HOST_AGENT_2="a4f6a4b9bd0e0a7f7", TMP="/tmp")
-    payload["tool_input"] = calls[1]  # what this core's dispatch printed for sub_2
-    out, _ = hook("post_tool_use", payload)
+    out, _ = hook("post_tool_use", _launched(job_id, calls[1]))  # what this core's dispatch printed for sub_2
     assert out is None
     jobs.close_stores()
-    assert sub(job_id, "sub_2")["host_agent_id"] == "a4f6a4b9bd0e0a7f7"
-    assert jobs.find_subtask_by_agent("a4f6a4b9bd0e0a7f7") == (job_id, "sub_2")
+    assert sub(job_id, "sub_2")["host_agent_id"] == HOST_2
+    assert jobs.find_subtask_by_agent(HOST_2) == (job_id, "sub_2")
     assert sub(job_id, "sub_1").get("host_agent_id") is None
 
 
 def test_post_tool_use_ignores_agents_that_are_not_workers(data):
     job_id, _ = dispatched_job()
-    payload = recorded("post_tool_use_agent.json", JOB=job_id, IDENTITY_2="x", HOST_AGENT_2="a0000000000000001", TMP="/tmp")
-    payload["tool_input"] = {"description": "explore", "prompt": "Find the config loader", "subagent_type": "Explore"}
+    payload = _launched(job_id, {"description": "explore", "prompt": "Find the config loader", "subagent_type": "Explore"},
+                        host_id="a0000000000000001")
     assert hook("post_tool_use", payload)[0] is None
     jobs.close_stores()
     assert all(s.get("host_agent_id") is None for s in jobs.get_job(job_id)["sub_tasks"])
     assert "Error" not in (data / "hooks.log").read_text() if (data / "hooks.log").exists() else True
+
+
+def _forged(job_id, calls, how):
+    """sub_2's launch, altered: its pointer carries the wrong credential, or another agent type."""
+    call = dict(calls[1])
+    label = sub(job_id, "sub_2")["agent_id"]
+    if how == "the public label":
+        call["prompt"] = call["prompt"].replace(credential(calls[1]), label)
+    elif how == "a sibling's credential":
+        call["prompt"] = call["prompt"].replace(credential(calls[1]), credential(calls[0]))
+    elif how == "a made-up credential":
+        call["prompt"] = call["prompt"].replace(credential(calls[1]), "0" * 32)
+    else:
+        call["subagent_type"] = how
+    return call
+
+
+@pytest.mark.parametrize("how", ["the public label", "a sibling's credential", "a made-up credential",
+                                 "general-purpose", "Explore"])
+def test_a_launch_without_the_credential_or_of_another_agent_type_links_nothing(data, how):
+    job_id, calls = dispatched_job()
+    before = jobs.get_job(job_id)
+    hook("post_tool_use", _launched(job_id, _forged(job_id, calls, how)))
+    jobs.close_stores()
+    assert jobs.get_job(job_id) == before  # no link, no event
+    assert f"post_tool_use: {HOST_2} not linked to {job_id}/sub_2" in (data / "hooks.log").read_text()
+    # That agent's final message is then saved nowhere: not by the link, not by its transcript.
+    hook("subagent_stop", _silent_worker(job_id, HOST_2, "a forged result"))
+    jobs.close_stores()
+    assert jobs.get_job(job_id) == before
 
 
 # -- SubagentStop ------------------------------------------------------------------
@@ -102,35 +143,57 @@ def _silent_worker(job_id, host_id, message):
     return payload
 
 
-def test_subagent_stop_records_the_final_message_cut_to_200(data):
-    job_id, _ = dispatched_job()
-    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
+def _linked_job():
+    job_id, calls = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", HOST_2, credential(calls[1]))
+    return job_id, calls
+
+
+def test_subagent_stop_records_the_final_message_cut_like_any_result(data):
+    job_id, _ = _linked_job()
     long = "[401] POST /auth needs a bearer token " + "x" * 300
-    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", long))
+    hook("subagent_stop", _silent_worker(job_id, HOST_2, long))
     jobs.close_stores()
     s = sub(job_id, "sub_2")
-    assert s["status"] == "completed" and s["result"] == long[:200]
-    assert jobs.get_job(job_id)["history"][-1] == {**jobs.get_job(job_id)["history"][-1], "event": "report",
-                                                   "agent_id": "a4f6a4b9bd0e0a7f7", "status": "completed"}
+    assert (s["status"], s["source"]) == ("completed", "final_message")
+    assert s["result"] == long[:199] + "…" and len(s["result"]) == 200
+    last = jobs.get_job(job_id)["history"][-1]
+    assert last == {**last, "event": "report", "agent_id": s["agent_id"], "host_agent_id": HOST_2,
+                    "status": "completed", "source": "final_message"}
+    assert "MAX_RESULT" not in (HOOKS / "subagent_stop.py").read_text()  # one truncation rule: validate.result
 
 
 def test_subagent_stop_fails_a_silent_worker_with_a_reason(data):
-    job_id, _ = dispatched_job()
-    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
-    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "  \n "))
+    job_id, _ = _linked_job()
+    hook("subagent_stop", _silent_worker(job_id, HOST_2, "  \n "))
     jobs.close_stores()
     s = sub(job_id, "sub_2")
-    assert s["status"] == "failed" and "without a report" in s["result"]
+    assert s["status"] == "failed" and "without a report" in s["result"] and s["source"] == "final_message"
 
 
 def test_subagent_stop_leaves_a_reported_sub_task_alone(data):
-    job_id, _ = dispatched_job()
-    jobs.link_host_agent(job_id, "sub_2", "a4f6a4b9bd0e0a7f7")
+    job_id, calls = _linked_job()
     jobs.update_subtask_status(job_id, "sub_2", "completed", result="[401] from the worker",
-                               agent_id=sub(job_id, "sub_2")["agent_id"])
-    hook("subagent_stop", _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "Reported."))
+                               agent_id=credential(calls[1]))
+    before = jobs.get_job(job_id)
+    hook("subagent_stop", _silent_worker(job_id, HOST_2, "Reported."))
     jobs.close_stores()
-    assert sub(job_id, "sub_2")["result"] == "[401] from the worker"
+    assert jobs.get_job(job_id) == before
+
+
+def test_subagent_stop_keeps_a_late_final_message_as_a_late_report(data, fake_clock):
+    job_id = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, ["GET /health", "POST /auth"])
+    calls = jobs.dispatch_job(job_id, timeout=10, session_id=SESSION)["agent_calls"]
+    jobs.link_host_agent(job_id, "sub_2", HOST_2, credential(calls[1]))
+    fake_clock.advance(10)  # past the deadline: sub_2 times out, then its worker ends with an answer
+    hook("subagent_stop", _silent_worker(job_id, HOST_2, "[401] needs a token,\n  late"))
+    jobs.close_stores()
+    row = jobs.get_job(job_id)
+    s = row["sub_tasks"][1]
+    assert (s["status"], s["source"]) == ("failed", "timeout") and s["result"].startswith("timed out")
+    late = row["history"][-1]
+    assert late == {"at": late["at"], "event": "late_report", "sub_task_id": "sub_2", "status": "completed",
+                    "agent_id": s["agent_id"], "result": "[401] needs a token, late", "source": "final_message"}
 
 
 def test_subagent_stop_finds_an_unlinked_worker_by_its_transcript(data, tmp_path):
@@ -139,11 +202,28 @@ def test_subagent_stop_finds_an_unlinked_worker_by_its_transcript(data, tmp_path
     head = json.loads((PAYLOADS / "worker_transcript_head.jsonl").read_text())
     head["message"]["content"] = calls[1]["prompt"]
     transcript.write_text(json.dumps(head) + "\n" + json.dumps({"type": "assistant"}) + "\n")
-    payload = _silent_worker(job_id, "a4f6a4b9bd0e0a7f7", "[401] needs a token")
+    payload = _silent_worker(job_id, HOST_2, "[401] needs a token")
     payload["agent_transcript_path"] = str(transcript)
     hook("subagent_stop", payload)
     jobs.close_stores()
     assert sub(job_id, "sub_2")["status"] == "completed" and sub(job_id, "sub_2")["result"] == "[401] needs a token"
+
+
+@pytest.mark.parametrize("how", ["the public label", "a sibling's credential", "general-purpose"])
+def test_subagent_stop_trusts_a_transcript_only_with_the_credential_and_the_worker_type(data, tmp_path, how):
+    job_id, calls = dispatched_job()
+    forged = _forged(job_id, calls, how)
+    transcript = tmp_path / "agent.jsonl"
+    head = json.loads((PAYLOADS / "worker_transcript_head.jsonl").read_text())
+    head["message"]["content"] = forged["prompt"]
+    transcript.write_text(json.dumps(head) + "\n")
+    payload = _silent_worker(job_id, HOST_2, "a forged result")
+    payload["agent_transcript_path"] = str(transcript)
+    payload["agent_type"] = forged["subagent_type"]
+    before = jobs.get_job(job_id)
+    hook("subagent_stop", payload)
+    jobs.close_stores()
+    assert jobs.get_job(job_id) == before
 
 
 def test_subagent_stop_ignores_other_agents(data, tmp_path):
@@ -157,14 +237,15 @@ def test_subagent_stop_ignores_other_agents(data, tmp_path):
 
 # -- Stop ------------------------------------------------------------------------------
 
-def _finish(job_id):
-    for s in jobs.get_job(job_id)["sub_tasks"]:
-        jobs.update_subtask_status(job_id, s["sub_task_id"], "completed", result="ok", agent_id=s["agent_id"])
+def _finish(job_id, calls):
+    for call in calls:
+        _, sub_task_id, agent = jobs.parse_subtask_prompt(call["prompt"])
+        jobs.update_subtask_status(job_id, sub_task_id, "completed", result="ok", agent_id=agent)
 
 
 def test_stop_blocks_once_for_an_unread_finished_job(data):
-    job_id, _ = dispatched_job()
-    _finish(job_id)
+    job_id, calls = dispatched_job()
+    _finish(job_id, calls)
     out, _ = hook("stop", recorded("stop.json", TMP="/tmp"))
     assert out["decision"] == "block" and f"brain job consolidate {job_id} --json" in out["reason"]
     assert hook("stop", recorded("stop_hook_active.json", TMP="/tmp"))[0] is None
@@ -172,8 +253,8 @@ def test_stop_blocks_once_for_an_unread_finished_job(data):
 
 
 def test_stop_lets_go_once_the_result_was_read(data):
-    job_id, _ = dispatched_job()
-    _finish(job_id)
+    job_id, calls = dispatched_job()
+    _finish(job_id, calls)
     jobs.consolidate_subtask_results(job_id)
     jobs.close_stores()
     assert hook("stop", recorded("stop.json", TMP="/tmp"))[0] is None
@@ -181,8 +262,8 @@ def test_stop_lets_go_once_the_result_was_read(data):
 
 def test_stop_ignores_running_jobs_and_other_sessions(data):
     running, _ = dispatched_job()
-    other, _ = dispatched_job(session="another-session")
-    _finish(other)
+    other, calls = dispatched_job(session="another-session")
+    _finish(other, calls)
     assert hook("stop", recorded("stop_workers_running.json", HOST_AGENT_1="h1", HOST_AGENT_3="h3", TMP="/tmp"))[0] is None
     assert sub(running, "sub_1")["status"] == "running"
 

@@ -31,7 +31,8 @@ def scene(db, fake_clock):
     ids = agents(jobs.dispatch_job(main, db=db))
     jobs.update_subtask_status(main, "sub_1", "failed", "boom", agent_id=ids["sub_1"], db=db)
     jobs.update_subtask_status(main, "sub_2", "completed", "fine", agent_id=ids["sub_2"], db=db)
-    jobs.link_host_agent(main, "sub_4", "host4", db=db)
+    labels = {x["sub_task_id"]: x["agent_id"] for x in jobs.get_job_subtasks(main, db=db)}
+    jobs.link_host_agent(main, "sub_4", "host4", ids["sub_4"], db=db)
     jobs.update_subtask_status(main, "sub_4", "failed", "stuck", force=True, db=db)
     jobs.retry_subtasks(main, ["sub_4"], db=db)
     done = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["y"], db=db)
@@ -40,7 +41,8 @@ def scene(db, fake_clock):
     fake_clock.advance(10)
     jobs.get_job(gone, db=db)  # the sweep that expires it is stored now, not by a row below
     return {"main": main, "done": done, "gone": gone, "plain": plain,
-            "A1": ids["sub_1"], "A2": ids["sub_2"], "A3": ids["sub_3"], "A4": ids["sub_4"]}
+            "A1": ids["sub_1"], "A2": ids["sub_2"], "A3": ids["sub_3"], "A4": ids["sub_4"],
+            "L3": labels["sub_3"], "L4": labels["sub_4"]}
 
 
 # (name, argv with {placeholders}, exit code, text in the one-line error)
@@ -80,6 +82,12 @@ CASES = [
      "does not own sub_3"),
     ("a sibling's host id", ["job", "update", "{main}", "sub_3", "--status", "failed", "--agent-id", "host4"], 1,
      "report refused: host4 does not own sub_3"),
+    ("its public label", ["job", "update", "{main}", "sub_3", "--status", "completed", "--agent-id", "{L3}"], 1,
+     "report refused: {L3} does not own sub_3"),
+    ("a superseded label", ["job", "update", "{main}", "sub_4", "--status", "completed", "--agent-id", "{L4}"], 1,
+     "report refused: {L4} belongs to a superseded attempt of sub_4"),
+    ("a superseded host id", ["job", "update", "{main}", "sub_4", "--status", "completed", "--agent-id", "host4"], 1,
+     "report refused: host4 belongs to a superseded attempt of sub_4"),
     ("owner, illegal move", ["job", "update", "{main}", "sub_3", "--status", "pending", "--agent-id", "{A3}"], 1,
      "sub_3 cannot go from running to pending"),
     ("owner of a finished sub", ["job", "update", "{main}", "sub_1", "--status", "completed", "--agent-id", "{A1}"],
@@ -130,14 +138,13 @@ def test_hostile_lifecycle_input_is_refused_and_changes_nothing(brain, scene, na
     assert store_snapshot() == before
 
 
-@pytest.mark.parametrize("who", ["A4", "host4"])
-def test_a_superseded_worker_is_refused_and_only_that_is_recorded(brain, scene, fake_clock, who):
-    agent = scene.get(who, who)
+def test_a_superseded_worker_is_refused_and_only_that_is_recorded(brain, scene, fake_clock):
+    agent = scene["A4"]  # its credential: a label or host id is refused unrecorded (CASES)
     before = {r["job_id"]: r for r in store_snapshot()}
     proc = brain("job", "update", scene["main"], "sub_4", "--status", "completed", "--result", "stale",
                  "--agent-id", agent)
     assert proc.returncode == 1
-    assert proc.stderr == (f"brain: error: report refused: {agent} belongs to a superseded attempt of sub_4 "
+    assert proc.stderr == (f"brain: error: report refused: {scene['L4']} belongs to a superseded attempt of sub_4 "
                            "(now attempt 2); the newer attempt was kept\n")
     after = {r["job_id"]: r for r in store_snapshot()}
     main = scene["main"]
@@ -147,7 +154,7 @@ def test_a_superseded_worker_is_refused_and_only_that_is_recorded(brain, scene, 
     assert after[main]["history"][:-1] == before[main]["history"]
     assert after[main]["history"][-1] == {
         "at": after[main]["history"][-1]["at"], "event": "refused", "sub_task_id": "sub_4", "status": "completed",
-        "agent_id": agent, "reason": "superseded attempt (now attempt 2)"}
+        "agent_id": scene["L4"], "reason": "superseded attempt (now attempt 2)"}
 
 
 API_CASES = [
@@ -164,10 +171,15 @@ API_CASES = [
     ("retry unknown job", lambda s, db: jobs.retry_subtasks("nope", db=db), NotFound, "not found"),
     ("cancel expired", lambda s, db: jobs.cancel_job(s["gone"], db=db), InvalidTransition, "nothing to cancel"),
     ("cancel bad id type", lambda s, db: jobs.cancel_job(123, db=db), InvalidInput, "job id must be a string"),
-    ("link bad host id", lambda s, db: jobs.link_host_agent(s["main"], "sub_3", "../x", db=db),
+    ("link bad host id", lambda s, db: jobs.link_host_agent(s["main"], "sub_3", "../x", s["A3"], db=db),
      InvalidInput, "invalid agent id"),
-    ("link unknown sub", lambda s, db: jobs.link_host_agent(s["main"], "sub_8", "h", db=db), NotFound, "sub_8"),
-    ("link expired job", lambda s, db: jobs.link_host_agent(s["gone"], "sub_1", "h", db=db), Expired, "expired"),
+    ("link unknown sub", lambda s, db: jobs.link_host_agent(s["main"], "sub_8", "h", s["A3"], db=db), NotFound, "sub_8"),
+    ("link expired job", lambda s, db: jobs.link_host_agent(s["gone"], "sub_1", "h", s["A3"], db=db), Expired,
+     "expired"),
+    ("link with the label", lambda s, db: jobs.link_host_agent(s["main"], "sub_3", "h", s["L3"], db=db), Refused,
+     "does not carry the credential"),
+    ("link with a sibling's credential", lambda s, db: jobs.link_host_agent(s["main"], "sub_3", "h", s["A2"], db=db),
+     Refused, "does not carry the credential"),
     ("stranger", lambda s, db: jobs.update_subtask_status(s["main"], "sub_3", "completed", agent_id="x", db=db),
      Refused, "x does not own sub_3"),
     ("force that is not a bool", lambda s, db: jobs.update_subtask_status(

@@ -273,6 +273,7 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
                                                           [f"q{i} " + "ü" * (i % 7) for i in range(1, n + 1)],
                                                           db=db))[1]
     results = ["ok", "[200 OK] 5 items", "é" * 200, "x" * 200, "line\twith tab", "日本" * 40, None]
+    credentials = {}  # sub-task -> the credential of its last dispatch (stale once retried)
     laid_out = 0
     for step in range(400):
         sub = f"sub_{rng.randint(1, n)}"
@@ -282,7 +283,7 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
             by_owner, result, force = rng.random() < 0.8, rng.choice(results), rng.random() < 0.1
 
             def report(db, sub=sub, status=status, by_owner=by_owner, result=result, force=force):
-                owner = jobs.get_job_subtasks(job, db=db)[int(sub[4:]) - 1]["agent_id"]
+                owner = credentials.get(sub) or jobs.get_job_subtasks(job, db=db)[int(sub[4:]) - 1]["agent_id"]
                 agent = owner if by_owner else "stranger"
                 return jobs.update_subtask_status(job, sub, status, result, agent_id=agent, force=force, db=db)
 
@@ -292,10 +293,13 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
                       "result": "batch"} for _ in range(rng.randint(1, 6))]
             both(lambda db: [o if isinstance(o, dict) else str(o) for o in jobs.update_subtasks(job, batch, db=db)])
         elif kind < 0.67:
-            both(lambda db: jobs.link_host_agent(job, sub, f"host{step}", db=db))
+            both(lambda db: jobs.link_host_agent(job, sub, f"host{step}", credentials.get(sub, "none"), db=db))
         elif kind < 0.74:
             timeout = rng.choice([5, 20, 60])
-            both(lambda db: len(jobs.dispatch_job(job, timeout=timeout, db=db)["agent_calls"]))
+            # Every store issues the same credentials (the same id sequence): the workers keep them.
+            calls = both(lambda db: jobs.dispatch_job(job, timeout=timeout, db=db)["agent_calls"])
+            if calls[0] == "ok":
+                credentials.update((s, c) for _, s, c in (jobs.parse_subtask_prompt(x["prompt"]) for x in calls[1]))
         elif kind < 0.8:
             both(lambda db: jobs.retry_subtasks(job, db=db))
         elif kind < 0.84:

@@ -40,11 +40,11 @@ def _scenario(db):
     clock.set_clock(lambda: t[0])
     job = jobs.create_job_with_subtasks(300, {"prompt": "Validar endpoints", "files": ["a.py"], "zeta": {"b": 1, "a": [1.5, None]},
                                               "ünïcode": "✓ 日本"}, ["GET /health", "POST /auth", "GET /users"], db=db)
-    jobs.dispatch_job(job, db=db)
-    agents = [s["agent_id"] for s in jobs.get_job_subtasks(job, db=db)]
+    calls = jobs.dispatch_job(job, db=db)["agent_calls"]
+    agents = [jobs.parse_subtask_prompt(c["prompt"])[2] for c in calls]
     t[0] += 1
-    jobs.link_host_agent(job, "sub_1", "host-1", db=db)
-    jobs.update_subtask_status(job, "sub_1", "completed", "[200 OK] " + "x" * 300, agent_id="host-1", db=db)
+    jobs.link_host_agent(job, "sub_1", "host-1", agents[0], db=db)
+    jobs.recover_final_message(job, "sub_1", "host-1", "[200 OK] " + "x" * 300, db=db)
     jobs.update_subtask_status(job, "sub_2", "failed", "timeout", agent_id=agents[1], db=db)
     jobs.retry_subtasks(job, ["sub_2"], db=db)
     pool.queue_job(job, "http", db=db)

@@ -1,8 +1,13 @@
 """Retries, ownership and cancel: every report lands on the attempt it belongs to."""
 
+import json
+import re
+import time
+from pathlib import Path
+
 import pytest
 
-from conftest import store_snapshot
+from conftest import run_brain, store_snapshot
 from scripts.memory import jobs
 from scripts.memory.errors import InvalidTransition, Refused
 
@@ -12,8 +17,14 @@ def new_job(db, n=3, ttl=600):
 
 
 def agents(out):
+    """Sub-task id -> the credential its launch prompt carries (only dispatch's answer has it)."""
     return {jobs.parse_subtask_prompt(c["prompt"])[1]: jobs.parse_subtask_prompt(c["prompt"])[2]
             for c in out["agent_calls"]}
+
+
+def labels(job_id, db):
+    """Sub-task id -> its public label (what every read shows as agent_id)."""
+    return {s["sub_task_id"]: s["agent_id"] for s in jobs.get_job_subtasks(job_id, db=db)}
 
 
 def raw(job_id, db):
@@ -39,6 +50,7 @@ def one_line_error(proc, code=1):
 def test_retry_puts_failed_and_timed_out_back_to_pending(db, fake_clock, brain):
     job = new_job(db)
     ids = agents(jobs.dispatch_job(job, timeout=30, db=db))
+    names = labels(job, db)
     assert raw(job, db)["iteration"] == 1
     jobs.update_subtask_status(job, "sub_1", "failed", "HTTP 500", agent_id=ids["sub_1"], db=db)
     jobs.update_subtask_status(job, "sub_3", "completed", "fine", agent_id=ids["sub_3"], db=db)
@@ -50,7 +62,7 @@ def test_retry_puts_failed_and_timed_out_back_to_pending(db, fake_clock, brain):
     for sid in ("sub_1", "sub_2"):
         s = by_id[sid]
         assert (s["status"], s["attempt"], s["agent_id"], s["result"], s["deadline"]) == ("pending", 2, None, None, None)
-        assert s["past_agents"] == [ids[sid]]
+        assert s["past_agents"] == [names[sid]]
     assert by_id["sub_3"]["status"] == "completed" and by_id["sub_3"]["attempt"] == 1
     assert row["iteration"] == 2 and row["status"] == "running" and row["consolidated_result"] is None
     retry = [e for e in row["history"] if e["event"] == "retry"]
@@ -107,13 +119,14 @@ def test_retry_refuses_what_is_not_failed(db, brain):
 def test_late_report_from_a_superseded_attempt_never_overwrites_the_newer(db, fake_clock, brain):
     job = new_job(db, n=1)
     old = agents(jobs.dispatch_job(job, timeout=10, db=db))["sub_1"]
+    old_label = labels(job, db)["sub_1"]
     fake_clock.advance(10)  # the first worker is stuck: timed out
     jobs.retry_subtasks(job, db=db)
 
     # While pending again, the old worker is already refused.
     err = one_line_error(brain("job", "update", job, "sub_1", "--status", "completed", "--result", "stale",
                                "--agent-id", old))
-    assert f"report refused: {old} belongs to a superseded attempt of sub_1 (now attempt 2)" in err
+    assert f"report refused: {old_label} belongs to a superseded attempt of sub_1 (now attempt 2)" in err
     assert sub(job, "sub_1", db)["status"] == "pending"
 
     new = agents(jobs.dispatch_job(job, db=db))["sub_1"]
@@ -122,26 +135,32 @@ def test_late_report_from_a_superseded_attempt_never_overwrites_the_newer(db, fa
     with pytest.raises(Refused, match="superseded attempt"):
         jobs.update_subtask_status(job, "sub_1", "completed", "stale again", agent_id=old, db=db)
     row = raw(job, db)
-    assert row["sub_tasks"][0]["result"] == "fresh" and row["sub_tasks"][0]["agent_id"] == new
+    assert row["sub_tasks"][0]["result"] == "fresh" and row["sub_tasks"][0]["agent_id"] == labels(job, db)["sub_1"]
     assert row["consolidated_result"] == final
     refused = [e for e in row["history"] if e["event"] == "refused"]
     assert len(refused) == 2
-    assert all(e["agent_id"] == old and e["sub_task_id"] == "sub_1" and "superseded" in e["reason"] for e in refused)
+    assert all(e["agent_id"] == old_label and e["sub_task_id"] == "sub_1" and "superseded" in e["reason"]
+               for e in refused)
 
 
 def test_superseded_identities_accumulate_across_retries(db, fake_clock):
     job = new_job(db, n=1)
-    seen = []
+    credentials, seen = [], []
     for _ in range(3):
-        agent = agents(jobs.dispatch_job(job, timeout=5, db=db))["sub_1"]
-        jobs.link_host_agent(job, "sub_1", f"host-{agent}", db=db)
-        seen += [agent, f"host-{agent}"]
+        credential = agents(jobs.dispatch_job(job, timeout=5, db=db))["sub_1"]
+        label = labels(job, db)["sub_1"]
+        jobs.link_host_agent(job, "sub_1", f"host-{label}", credential, db=db)
+        credentials.append(credential)
+        seen += [label, f"host-{label}"]
         fake_clock.advance(5)
         jobs.retry_subtasks(job, db=db)
     current = agents(jobs.dispatch_job(job, db=db))["sub_1"]
-    for stale in seen:
+    # Each old credential is recognised as superseded, and recorded under its label; a label
+    # or host id is refused the same way but never recorded (anyone can read them).
+    for stale in credentials + seen:
         with pytest.raises(Refused, match="superseded"):
             jobs.update_subtask_status(job, "sub_1", "completed", "stale", agent_id=stale, db=db)
+    assert [e["agent_id"] for e in events(job, db, "refused")] == seen[::2]
     assert sub(job, "sub_1", db)["past_agents"] == seen
     jobs.update_subtask_status(job, "sub_1", "completed", "current", agent_id=current, db=db)
     assert sub(job, "sub_1", db)["attempt"] == 4
@@ -149,18 +168,128 @@ def test_superseded_identities_accumulate_across_retries(db, fake_clock):
 
 # -- ownership -----------------------------------------------------------------------
 
-def test_dispatch_identity_and_linked_host_id_are_the_same_worker(db, brain):
-    job = new_job(db, n=2)
+def _outputs(brain, job):
+    """Everything the auto-approved read commands print about a job."""
+    return [brain.ok("job", "subtasks", job), brain.ok("job", "subtasks", job, "--json"),
+            brain.ok("job", "get", job), brain.ok("job", "get", job, "--json"),
+            brain.ok("job", "history", job), brain.ok("job", "history", job, "--json"),
+            brain.ok("job", "consolidate", job), brain.ok("job", "consolidate", job, "--json"),
+            brain.ok("job", "list", "--all"), brain.ok("job", "list", "--all", "--json")]
+
+
+def test_what_a_worker_can_read_never_lets_it_report_for_another(db, brain):
+    job = new_job(db, n=3)
+    ids = agents(brain.json("job", "dispatch", job))  # what only the orchestrator reads
+    jobs.link_host_agent(job, "sub_2", "a4f6a4b9bd0e0a7f7", ids["sub_2"], db=db)
+    brain.ok("job", "update", job, "sub_3", "--status", "completed", "--result", "done", "--agent-id", ids["sub_3"])
+    printed = "\n".join(_outputs(brain, job))
+    stored = raw(job, db)["sub_tasks"]
+    # No credential, and no hash of one, is printed by a read.
+    assert not [c for c in ids.values() if c in printed]
+    assert [s for s in stored if s.get("secret_hash")] and not [s for s in stored if s["secret_hash"] in printed]
+    assert "secret_hash" not in printed and "past_secrets" not in printed
+    # Every word the reads printed (labels, the host id, ids, times, ...) tried as sub_1's
+    # identity is refused, and nothing changes: the likely ones through the CLI (exit 1).
+    words = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}", printed))
+    likely = {w for w in words if w.startswith("agent_") or re.fullmatch(r"[0-9a-f]{8,}", w)}
+    assert labels(job, db)["sub_1"] in likely and "a4f6a4b9bd0e0a7f7" in likely
+    before = store_snapshot(db)
+    for word in sorted(likely):
+        proc = run_brain("job", "update", job, "sub_1", "--status", "completed", "--result", "hijack",
+                         "--agent-id", word)
+        assert proc.returncode == 1 and "brain: error: report refused" in proc.stderr, (word, proc.stderr)
+    for word in sorted(words):
+        with pytest.raises(Refused):
+            jobs.update_subtask_status(job, "sub_1", "completed", "hijack", agent_id=word, db=db)
+    assert store_snapshot(db) == before
+    # Its own credential works; neither its answer nor the history shows the credential or its hash.
+    answer = brain.json("job", "update", job, "sub_1", "--status", "completed", "--result", "mine",
+                        "--agent-id", ids["sub_1"])
+    assert answer["agent_id"] == labels(job, db)["sub_1"] and not set(answer) & {"secret_hash", "past_secrets"}
+    report = events(job, db, "report")[-1]
+    assert report["agent_id"] == labels(job, db)["sub_1"]
+    assert not [c for c in ids.values() if c in json.dumps(raw(job, db))]
+
+
+def test_a_linked_host_agent_id_is_not_a_credential(db, brain):
+    job = new_job(db, n=1)
     ids = agents(brain.json("job", "dispatch", job))
-    assert sub(job, "sub_1", db)["agent_id"] == ids["sub_1"]
-    jobs.link_host_agent(job, "sub_2", "a1b2c3d4", db=db)
+    jobs.link_host_agent(job, "sub_1", "a1b2c3d4", ids["sub_1"], db=db)
     assert events(job, db, "link")[0]["host_agent_id"] == "a1b2c3d4"
-    brain.ok("job", "update", job, "sub_1", "--status", "completed", "--result", "by dispatch id",
+    before = store_snapshot(db)
+    err = one_line_error(brain("job", "update", job, "sub_1", "--status", "completed", "--result", "by host id",
+                               "--agent-id", "a1b2c3d4"))
+    assert "a1b2c3d4 does not own sub_1" in err
+    assert store_snapshot(db) == before
+    brain.ok("job", "update", job, "sub_1", "--status", "completed", "--result", "by credential",
              "--agent-id", ids["sub_1"])
-    brain.ok("job", "update", job, "sub_2", "--status", "completed", "--result", "by host id",
-             "--agent-id", "a1b2c3d4")
-    results = [r["result"] for r in brain.json("job", "consolidate", job)["results"]]
-    assert results == ["by dispatch id", "by host id"]
+    assert [r["result"] for r in brain.json("job", "consolidate", job)["results"]] == ["by credential"]
+
+
+def test_a_credential_reports_only_for_its_own_sub_task(db, brain):
+    """Even on a sub-task nobody owns yet, or forced: storing or recording it there would publish it."""
+    job = new_job(db, n=2)
+    ids = agents(jobs.dispatch_job(job, db=db))
+    other = new_job(db, n=1)  # its sub_1 has no owner yet
+    before = store_snapshot(db)
+    for target, sub_task_id in ((other, "sub_1"), (job, "sub_2")):
+        for force in ([], ["--force"]):
+            err = one_line_error(brain("job", "update", target, sub_task_id, "--status", "completed",
+                                       "--agent-id", ids["sub_1"], *force))
+            assert "report refused" in err
+    assert store_snapshot(db) == before
+
+
+def test_the_credential_works_for_the_runner_and_the_pool(db, brain, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("def health():\n    return 'ok'\n")
+    # The headless runner: dispatch hands it the credentials, and its reports are accepted.
+    job = new_job(db, n=2)
+    proc = run_brain("job", "dispatch", job, "--executor", "grep", "--file", str(src / "app.py"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not re.search(r"[0-9a-f]{32}", proc.stdout + proc.stderr)  # its output names no credential
+    row = _wait_finished(job, db)
+    assert [(s["status"], s["source"]) for s in row["sub_tasks"]] == [("completed", "report")] * 2
+    assert sorted(e["agent_id"] for e in row["history"] if e["event"] == "report") == \
+        sorted(s["agent_id"] for s in row["sub_tasks"])
+    log = Path(next(line[len("log: "):] for line in proc.stdout.splitlines() if line.startswith("log: ")))
+    _wait(lambda: ": done," in log.read_text(), "the runner's last log line")
+    assert not re.search(r"[0-9a-f]{32}", log.read_text())
+    # The pool: a claim hands out its credential, which works through the CLI (its public label
+    # does not), and a `brain worker` reports the rest with the credentials of its claims.
+    from scripts.memory import pool
+
+    job = new_job(db, n=3)
+    brain.ok("job", "dispatch", job, "--executor", "grep", "--pool", "--file", str(src / "app.py"))
+    claim = pool.claim("grep", "test:1", 30, db=db)
+    assert claim["label"] == labels(job, db)[claim["sub_task_id"]] != claim["agent_id"]
+    one_line_error(brain("job", "update", job, claim["sub_task_id"], "--status", "completed", "--agent-id",
+                         claim["label"]))
+    brain.ok("job", "update", job, claim["sub_task_id"], "--status", "completed", "--result", "by hand",
+             "--agent-id", claim["agent_id"])
+    worker = run_brain("worker", "--executor", "grep", "--drain", "--poll", "0.2", "--workdir", tmp_path, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    row = raw(job, db)
+    assert [s["status"] for s in row["sub_tasks"]] == ["completed"] * 3
+    assert sorted(e["sub_task_id"] for e in row["history"] if e["event"] == "report") == ["sub_1", "sub_2", "sub_3"]
+
+
+def _wait(check, what, timeout=60):
+    """``check()``'s first true value (bounded: fails the test if it hangs)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _wait_finished(job, db):
+    def finished():
+        row = jobs.get_job(job, db=db)
+        return row if row["status"] in ("completed", "failed") else None
+
+    return _wait(finished, f"job {job} to finish")
 
 
 @pytest.mark.parametrize("agent, message", [
@@ -170,7 +299,7 @@ def test_dispatch_identity_and_linked_host_id_are_the_same_worker(db, brain):
 def test_a_report_from_another_or_no_identity_is_refused(db, brain, agent, message):
     job = new_job(db, n=2)
     ids = agents(jobs.dispatch_job(job, db=db))
-    jobs.link_host_agent(job, "sub_1", "host1", db=db)
+    jobs.link_host_agent(job, "sub_1", "host1", ids["sub_1"], db=db)
     jobs.update_subtask_status(job, "sub_2", "completed", "other", agent_id=ids["sub_2"], db=db)
     before = store_snapshot(db)
     args = ["job", "update", job, "sub_1", "--status", "completed", "--result", "hijack"]
@@ -201,6 +330,7 @@ def test_a_never_dispatched_subtask_has_no_owner_yet(db):
 def test_force_overrides_ownership_and_history_says_so(db, fake_clock, brain):
     job = new_job(db, n=2)
     ids = agents(jobs.dispatch_job(job, timeout=10, db=db))
+    names = labels(job, db)
     brain.ok("job", "update", job, "sub_1", "--status", "failed", "--result", "killed by hand", "--force")
     brain.ok("job", "update", job, "sub_2", "--status", "completed", "--result", "checked by a person",
              "--agent-id", "human", "--force")
@@ -208,7 +338,7 @@ def test_force_overrides_ownership_and_history_says_so(db, fake_clock, brain):
     forced = [e for e in row["history"] if e.get("forced")]
     assert [(e["sub_task_id"], e["status"], e.get("agent_id")) for e in forced] == [
         ("sub_1", "failed", None), ("sub_2", "completed", "human")]
-    assert [s["agent_id"] for s in row["sub_tasks"]] == [ids["sub_1"], ids["sub_2"]]  # ownership is kept
+    assert [s["agent_id"] for s in row["sub_tasks"]] == list(names.values())  # ownership is kept
     # --force overrides ownership, not the transition table.
     err = one_line_error(brain("job", "update", job, "sub_2", "--status", "failed", "--force"))
     assert "already completed" in err
@@ -251,3 +381,33 @@ def test_cancel_a_pending_job_and_a_normal_job(db):
     assert raw(normal, db)["status"] == "failed"
     with pytest.raises(InvalidTransition, match="nothing to cancel"):
         jobs.cancel_job(normal, db=db)
+
+
+# -- where each result came from ----------------------------------------------------
+
+def test_the_consolidation_says_where_each_result_came_from(db, fake_clock, brain):
+    job = new_job(db, n=4)
+    ids = agents(jobs.dispatch_job(job, timeout=30, db=db))
+    jobs.update_subtask_status(job, "sub_1", "completed", "reported", agent_id=ids["sub_1"], db=db)
+    jobs.link_host_agent(job, "sub_2", "host2", ids["sub_2"], db=db)
+    assert jobs.recover_final_message(job, "sub_2", "host2", "said at the end", db=db) == "completed"
+    fake_clock.advance(30)  # sub_3 and sub_4 time out; sub_4 runs again and is cancelled
+    jobs.retry_subtasks(job, ["sub_4"], db=db)
+    jobs.dispatch_job(job, db=db)
+    assert sub(job, "sub_4", db).get("source") is None  # a retry forgets the old source
+    brain.ok("job", "cancel", job)
+    expiring = new_job(db, n=1, ttl=60)
+    jobs.dispatch_job(expiring, db=db)
+    fake_clock.advance(60)
+    results = brain.json("job", "consolidate", job)["results"] + brain.json("job", "consolidate", expiring)["results"]
+    assert [list(r) for r in results] == [["sub_task_id", "query", "status", "result", "source"]] * 5
+    assert [(r["status"], r["source"]) for r in results] == [
+        ("completed", "report"), ("completed", "final_message"), ("failed", "timeout"), ("failed", "cancelled"),
+        ("failed", "expired")]
+    assert [s["source"] for s in raw(job, db)["sub_tasks"]] == ["report", "final_message", "timeout", "cancelled"]
+    text = brain.ok("job", "consolidate", job).splitlines()
+    assert text[1].endswith("-> reported  (report)") and text[2].endswith("-> said at the end  (final_message)")
+    assert text[3].endswith("(timeout)") and text[4].endswith("-> cancelled  (cancelled)")
+    # While a sub-task is unfinished, its result has no source yet.
+    fresh = new_job(db, n=1)
+    assert brain.json("job", "consolidate", fresh)["results"][0]["source"] is None

@@ -24,9 +24,10 @@ def brain_on_path(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
-def test_seed_complete_flow_verbatim(brain_on_path):
+def test_seed_complete_flow_verbatim(brain_on_path, tmp_path):
     # The seed's "Fluxo Completo", character for character, plus the reports
-    # that the background workers would make.
+    # that the background workers would make, each with the credential in its
+    # own launch prompt (what dispatch printed; no read command shows it).
     script = textwrap.dedent('''\
         set -e
         job_id=$(brain job create --distributed --ttl 300 \\
@@ -34,16 +35,19 @@ def test_seed_complete_flow_verbatim(brain_on_path):
           --subtask "GET /health" \\
           --subtask "POST /auth" \\
           --subtask "GET /users" | grep -oP "job_\\K\\w+")
+        exec 3>&1 >dispatch.out
         brain job dispatch $job_id
+        exec >&3
+        cat dispatch.out
         brain job subtasks $job_id
         for sub in sub_1 sub_2 sub_3; do
-          agent=$(brain job subtasks $job_id --json | jq -r ".[] | select(.sub_task_id == \\"$sub\\") | .agent_id")
+          agent=$(grep -oP "$job_id $sub \\K[0-9a-f]+(?=: )" dispatch.out)
           brain job update $job_id $sub --status completed --result "[200 OK] $sub" --agent-id $agent
         done
         result=$(brain job consolidate $job_id --json)
         echo $result | jq '.results | map(select(.status == "completed")) | length'
     ''')
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
                           env=dict(os.environ, PATH=brain_on_path), timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -90,6 +94,6 @@ def test_seed_python_examples_verbatim():
     assert result["total_tasks"] == 3
     assert result["completed"] == 1 and result["failed"] == 0
     assert result["results"][0] == {"sub_task_id": "sub_1", "query": "Buscar users no BD",
-                                    "status": "completed", "result": "Encontrados 42 users"}
+                                    "status": "completed", "result": "Encontrados 42 users", "source": "report"}
     assert [r["status"] for r in result["results"][1:]] == ["pending", "pending"]
     assert set(result) >= {"job_id", "total_tasks", "completed", "failed", "results", "consolidated_at"}

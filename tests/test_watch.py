@@ -26,8 +26,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def dispatched(db, queries=("GET /a", "GET /b", "GET /c")):
     job = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, list(queries), db=db)
-    jobs.dispatch_job(job, db=db)
-    agents = {s["sub_task_id"]: s["agent_id"] for s in jobs.get_job(job, db=db)["sub_tasks"]}
+    calls = jobs.dispatch_job(job, db=db)["agent_calls"]
+    agents = {sub: credential for _, sub, credential in (jobs.parse_subtask_prompt(c["prompt"]) for c in calls)}
     return job, agents
 
 

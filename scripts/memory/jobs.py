@@ -117,6 +117,7 @@ def _mutate(job_id, change, db=None, lazy=False):
 
 
 def _read(job_id, db=None) -> dict:
+    """The swept row, without what verifies a worker's credential (``state.strip_private``)."""
     job_id = validate.job_id(job_id)
     row = _store(db).read(job_id)
     if row is None:
@@ -129,7 +130,7 @@ def _read(job_id, db=None) -> dict:
             # A read-only or full store can still be read: show what the
             # sweep would store, without storing it.
             state.sweep(row, now)
-    return row
+    return state.strip_private(row)
 
 
 # -- creating -------------------------------------------------------------
@@ -207,7 +208,7 @@ def list_jobs(include_finished=False, db=None) -> list:
     if any(state.needs_sweep(r, now) for r in rows):
         cleanup_jobs(db)
         rows = store.read_all(active_only=not include_finished)
-    return rows
+    return [state.strip_private(r) for r in rows]
 
 
 def job_stats(db=None) -> dict:
@@ -314,6 +315,8 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     """Mark every pending sub-task running, each with its own worker identity
     and deadline, and return one background ``Agent`` call per sub-task:
     ``{"job_id", "agent_calls": [{subagent_type, description, prompt, model, run_in_background}]}``.
+    Each prompt carries its worker's credential: this answer is the only
+    place it appears, so only the orchestrator should read it.
     ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
     files = [validate.query(str(f)) for f in files] if files else None
@@ -327,9 +330,10 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
 
 def start_subtasks(job_id, executor, model="haiku", timeout=None, runner=None, db=None) -> list:
     """What ``dispatch_job`` does for a headless runner: the sub-tasks it started
-    (``sub_task_id, agent_id, query, deadline``, ...) instead of ``Agent`` calls."""
+    (``sub_task_id, agent_id, label, query, deadline``, ...) instead of ``Agent`` calls.
+    ``agent_id`` is each worker's credential (report with it), ``label`` its public identity."""
     _, started = _start(job_id, model, timeout, None, executor, runner, db)
-    return [dict(sub) for sub in started]
+    return started
 
 
 def _start(job_id, model, timeout, session_id, executor, runner, db):
@@ -382,13 +386,39 @@ def set_job_status(job_id, status, db=None) -> dict:
     return row
 
 
-def link_host_agent(job_id, sub_task_id, host_agent_id, db=None) -> dict:
-    """Record the host's agent id for the worker of a sub-task."""
+def link_host_agent(job_id, sub_task_id, host_agent_id, credential, db=None) -> dict:
+    """Record the host's agent id for the worker of a sub-task (the PostToolUse hook).
+
+    ``credential`` is the one in the worker's launch prompt; without the one
+    dispatch issued for this sub-task, nothing is linked (``Refused``).
+    """
     sub_task_id = validate.sub_task_id(sub_task_id)
     host_agent_id = validate.agent_id(host_agent_id)
-    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, now), db,
-                     lazy=True)
+    credential = validate.agent_id(credential)
+    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, credential, now),
+                     db, lazy=True)
     return sub
+
+
+def recover_final_message(job_id, sub_task_id, host_agent_id, message, credential=None, db=None):
+    """Save a host worker's final message when it ended without reporting (the SubagentStop hook).
+
+    The worker must be the host agent linked to the sub-task, or present the
+    credential of its launch prompt (read from its transcript when the link
+    is not there yet). The message, on one line, is cut like any result
+    (``validate.result``). Returns ``"completed"``, ``"failed"`` (no message),
+    ``"late_report"`` (the sub-task had failed already: kept in its history)
+    or None (the worker had reported). ``Refused`` when the worker is not
+    the sub-task's.
+    """
+    sub_task_id = validate.sub_task_id(sub_task_id)
+    host_agent_id = validate.agent_id(host_agent_id)
+    credential = validate.agent_id(credential)
+    # A NUL would make the whole message invalid: a final message is saved, never refused for it.
+    message = validate.result(" ".join((message or "").replace("\x00", " ").split()) or None)
+    _, outcome = _mutate(job_id, lambda row, now: state.recover_final_message(
+        row, sub_task_id, host_agent_id, message, credential, now), db, lazy=True)
+    return outcome
 
 
 def delete_job(job_id, db=None) -> bool:

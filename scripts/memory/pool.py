@@ -54,10 +54,11 @@ def queue_job(job_id, executor, model="haiku", files=None, timeout=None, allow_s
 def claim(pool, worker, lease, db=None):
     """Claim one sub-task queued for ``pool`` (oldest job first) for ``lease`` seconds.
 
-    Returns ``{"job_id", "sub_task_id", "query", "agent_id", "attempt",
-    "deadline", "lease_until", "model", "files", "allow_shell"}`` or None
-    when nothing is claimable. The worker reports with ``agent_id`` like
-    any worker.
+    Returns ``{"job_id", "sub_task_id", "query", "agent_id", "label",
+    "attempt", "deadline", "lease_until", "model", "files", "allow_shell"}``
+    or None when nothing is claimable. ``agent_id`` is the credential this
+    claim issued (nothing else ever gives it out): the worker reports,
+    renews and releases with it. ``label`` is the public identity reads show.
     """
     now = _now()
     stamp = iso(now)
@@ -78,7 +79,8 @@ def claim(pool, worker, lease, db=None):
             if sub is not None:
                 order = state.queue_order(row)
                 return {"job_id": job_id, "sub_task_id": sub["sub_task_id"], "query": sub["query"],
-                        "agent_id": sub["agent_id"], "attempt": sub["attempt"], "deadline": sub["deadline"],
+                        "agent_id": sub["agent_id"], "label": sub["label"], "attempt": sub["attempt"],
+                        "deadline": sub["deadline"],
                         "lease_until": sub["lease_until"], "model": order.get("model", "haiku"),
                         "files": order.get("files") or row["data"].get("files") or [],
                         "allow_shell": bool(order.get("allow_shell"))}

@@ -2,12 +2,15 @@
 
 The orchestrating agent pays output tokens for every byte it copies into
 an ``Agent`` call, and input tokens for every byte of ``dispatch`` output it
-reads, so each launch prompt is a pointer of about 60 bytes::
+reads, so each launch prompt is a pointer of about 75 bytes::
 
-    6b326d39d30d sub_1 agent_haiku_c46509: Search GET /health in api/.
+    6b326d39d30d sub_1 9f2c4e0d5b7a18e36c0f4d2a8b1e7c53: Search GET /health in api/.
 
-job, sub-task, worker identity, then the seed's instruction ("Search
-{query} in {file}"). The standing instructions (answer in at most 200
+job, sub-task, the worker's credential (what it passes as ``--agent-id``;
+see ``state``: known only to this prompt, never printed by a read), then
+the seed's instruction ("Search {query} in {file}"). The public label
+(``agent_haiku_c46509``, what reads show) is left out: reporting does not
+need it, and the orchestrator pays for every byte here twice. The standing instructions (answer in at most 200
 characters, report with ``brain job update JOB SUB --agent-id ID --status
 completed --result '...'``, report ``failed`` with a reason) live once in the
 worker agent's definition, ``agents/subtask-worker.md``, and in
@@ -29,7 +32,8 @@ def instruction(query: str, files) -> str:
 
 
 def report_command(job_id: str, sub: dict, status: str = "completed", result: str = "<result>") -> str:
-    """The exact command a worker runs to report."""
+    """The exact command a worker runs to report; ``sub`` is what the worker was handed
+    (``state.worker_view``: its ``agent_id`` is the credential)."""
     return (
         f"brain job update {job_id} {sub['sub_task_id']} --agent-id {sub['agent_id']} "
         f"--status {status} --result '{result}'"
@@ -37,7 +41,10 @@ def report_command(job_id: str, sub: dict, status: str = "completed", result: st
 
 
 def worker_prompt(job_id: str, sub: dict, files) -> str:
-    """The pointer: ``<job> <sub> <identity>: Search <query>[ in <files>].``"""
+    """The pointer: ``<job> <sub> <credential>: Search <query>[ in <files>].``
+
+    ``sub`` is what dispatch hands the worker (``state.worker_view``).
+    """
     where = f" in {', '.join(files)}" if files else ""
     return f"{job_id} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']}{where}."
 
@@ -54,6 +61,10 @@ def agent_call(job_id: str, sub: dict, files, model: str) -> dict:
 
 
 def parse_subtask_prompt(prompt):
-    """``(job_id, sub_task_id, agent_id)`` from a launch prompt, or None."""
+    """``(job_id, sub_task_id, credential)`` from a launch prompt, or None.
+
+    Anything shaped like a pointer parses: whether the credential is the one
+    issued for that sub-task is for ``state`` to verify.
+    """
     match = _POINTER.match((prompt or "").lstrip())
     return match.groups() if match else None

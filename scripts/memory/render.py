@@ -84,7 +84,9 @@ def consolidation(summary) -> str:
     )
     lines = [head]
     for r in summary["results"]:
-        lines.append(f"  {GLYPHS[r['status']]} {r['sub_task_id']}: {printable(r['query'])} -> {printable(r['result'])}")
+        source = f"  ({r['source']})" if r.get("source") else ""  # where a finished result came from
+        lines.append(f"  {GLYPHS[r['status']]} {r['sub_task_id']}: {printable(r['query'])} -> "
+                     f"{printable(r['result'])}{source}")
     return "\n".join(lines)
 
 

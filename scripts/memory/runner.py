@@ -84,7 +84,8 @@ def _dispatch(order, timeout, runner=None) -> dict:
     """Dispatch the job and complete ``order`` with the started sub-tasks and their identities."""
     started = jobs.start_subtasks(order["job_id"], order["executor"], model=order["model"], timeout=timeout,
                                   runner=runner, db=order["db"])
-    order["tasks"] = [{k: sub.get(k) for k in ("sub_task_id", "agent_id", "query", "deadline", "timeout")}
+    # ``agent_id`` is each task's credential, handed out by this dispatch only; ``label`` is what reads show.
+    order["tasks"] = [{k: sub.get(k) for k in ("sub_task_id", "agent_id", "label", "query", "deadline", "timeout")}
                       for sub in started]
     return order
 
@@ -179,7 +180,7 @@ class _Ownership:
                 log(f"{task['sub_task_id']}: skipped: {exc}")
                 return False
             status, agent = self._owned.get(task["sub_task_id"], (None, None))
-        if status == "running" and agent == task["agent_id"]:
+        if status == "running" and agent == task["label"]:
             return True
         log(f"{task['sub_task_id']}: skipped: it is {status} (no longer this runner's)")
         return False

@@ -9,12 +9,21 @@ before raising ``Refusal(recorded=True)``, so the refusal is auditable.
 Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
 result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
 by dispatch), ``updated_at``, ``host_agent_id`` (the host's id for the same
-worker, linked by the plugin) and ``past_agents`` (identities of superseded
-attempts, which stay refused). A dispatched sub-task also has ``started_at``
+worker, linked by the plugin), ``past_agents`` (public identities of
+superseded attempts) and, once finished, ``source`` (where its result came
+from, see ``SOURCES``). A dispatched sub-task also has ``started_at``
 (when its worker started it; None while it waits for a runner's free slot,
 see ``waiting``), and a runner's has its ``timeout`` in seconds.
+
+Credentials: ``agent_id`` is a public label (``agent_haiku_3f9a1c``), shown
+by every read. Dispatch and pool claims also issue each worker a secret
+credential (32 hex digits) that only the worker's launch prompt or work
+order carries; a report must present it. The store keeps only its hash
+(``secret_hash``, and ``past_secrets`` for superseded attempts), and reads
+never return those keys (:func:`public`).
 """
 
+import re
 
 from . import validate
 from .clock import epoch, iso
@@ -31,6 +40,18 @@ TRANSITIONS = {
     "failed": (),
 }
 MODELS = ("haiku", "sonnet", "opus")
+# Where a finished sub-task's result came from: a worker's report (or a person's, forced),
+# a worker's final message saved by the SubagentStop hook, a passed deadline, the job's
+# expiry, a cancel, or a pool sub-task whose workers were lost MAX_CLAIMS times.
+SOURCES = ("report", "final_message", "timeout", "expired", "cancelled", "abandoned")
+SECRET_BYTES = 16
+PRIVATE_KEYS = ("secret_hash", "past_secrets")
+_CREDENTIAL = re.compile(r"[0-9a-f]{%d}" % (2 * SECRET_BYTES))
+
+try:  # the C module itself: ``hashlib`` would load OpenSSL on every report
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without it
+    from hashlib import blake2b
 
 
 class Refusal(Refused):
@@ -39,6 +60,93 @@ class Refusal(Refused):
     def __init__(self, message, recorded=False):
         super().__init__(message)
         self.recorded = recorded
+
+
+# -- credentials -------------------------------------------------------------
+
+def _digest(credential: str) -> str:
+    return blake2b(credential.encode(), digest_size=16).hexdigest()
+
+
+def _issue(sub, label) -> str:
+    """Make ``label`` the owner of ``sub`` with a fresh credential; return it.
+
+    Only its hash is stored: the credential is handed to the worker once,
+    by the write that issued it, and no read gives it back.
+    """
+    credential = _token(SECRET_BYTES)
+    sub["agent_id"] = label
+    sub["secret_hash"] = _digest(credential)
+    return credential
+
+
+def _verifies(sub, credential) -> bool:
+    """True when ``credential`` is the one issued for ``sub``'s current owner."""
+    return credential is not None and bool(sub.get("secret_hash")) and _digest(credential) == sub["secret_hash"]
+
+
+def _owns(sub, agent_id) -> bool:
+    """True when ``agent_id`` may report for ``sub``'s current owner.
+
+    A dispatched or claimed sub-task takes only the credential issued for
+    it (its label is public). One a person or script claimed by reporting
+    ``running`` with an id of its own (no credential was ever issued) takes
+    that id, as before.
+    """
+    if sub.get("secret_hash"):
+        return _verifies(sub, agent_id)
+    return agent_id is not None and agent_id == sub["agent_id"]
+
+
+def _past_label(sub, agent_id):
+    """The label of the superseded attempt whose credential ``agent_id`` is, or None."""
+    if agent_id is None or not sub.get("past_secrets"):
+        return None
+    digest = _digest(agent_id)
+    return next((label for label, past in sub["past_secrets"] if past == digest), None)
+
+
+def _public_id(sub, agent_id):
+    """What the history may record for ``agent_id``: never a credential.
+
+    A credential of this sub-task is recorded as its label; one issued for
+    another sub-task is refused (recording or storing it would publish it).
+    """
+    if agent_id is None:
+        return None
+    if _verifies(sub, agent_id):
+        return sub["agent_id"]
+    past = _past_label(sub, agent_id)
+    if past is not None:
+        return past
+    if _CREDENTIAL.fullmatch(agent_id):
+        raise Refusal(
+            f"report refused: that --agent-id is a credential issued for another sub-task than "
+            f"{sub['sub_task_id']}; a credential reports only for the sub-task of its prompt"
+        )
+    return agent_id
+
+
+def public(sub) -> dict:
+    """A copy of ``sub`` without what verifies a credential (what reads return)."""
+    return {k: v for k, v in sub.items() if k not in PRIVATE_KEYS}
+
+
+def strip_private(row) -> dict:
+    """Remove, in place, what verifies a credential from every sub-task of ``row``; return it."""
+    for sub in row["sub_tasks"]:
+        for key in PRIVATE_KEYS:
+            sub.pop(key, None)
+    return row
+
+
+def worker_view(sub, credential) -> dict:
+    """What a worker is handed: the sub-task, with ``agent_id`` the credential it reports
+    with and ``label`` its public identity (what reads show as ``agent_id``)."""
+    view = public(sub)
+    view["label"] = view["agent_id"]
+    view["agent_id"] = credential
+    return view
 
 
 def new_subtask(n: int, query: str) -> dict:
@@ -136,7 +244,8 @@ def summary(row, now) -> dict:
         "complete": complete,
         "status": row["status"],
         "results": [
-            {"sub_task_id": s["sub_task_id"], "query": s["query"], "status": s["status"], "result": s["result"]}
+            {"sub_task_id": s["sub_task_id"], "query": s["query"], "status": s["status"], "result": s["result"],
+             "source": s.get("source")}
             for s in row["sub_tasks"]
         ],
         "consolidated_at": iso(now),
@@ -180,12 +289,12 @@ def sweep(row, now) -> bool:
     if not needs_sweep(row, now):
         return False
     if is_expired(row, now):
-        _fail_unfinished(row, "expired", "expired", now)
+        _fail_unfinished(row, "expired", "expired", "expired", now)
     else:
         stamp = iso(now)
         for sub in row["sub_tasks"]:
             if sub["status"] == "running" and sub.get("deadline") and sub["deadline"] <= stamp:
-                _finish(sub, "failed", f"timed out: no report by {sub['deadline']}", now)
+                _finish(sub, "failed", f"timed out: no report by {sub['deadline']}", now, "timeout")
                 row["history"].append(
                     event(now, "timeout", sub_task_id=sub["sub_task_id"], status="failed", agent_id=sub["agent_id"])
                 )
@@ -193,20 +302,22 @@ def sweep(row, now) -> bool:
     return True
 
 
-def _fail_unfinished(row, result, name, now):
+def _fail_unfinished(row, result, name, source, now):
     """Fail what is not finished yet (the job itself, for a normal job) and record ``name``."""
     for sub in row["sub_tasks"]:
         if sub["status"] not in FINAL:
-            _finish(sub, "failed", result, now)
+            _finish(sub, "failed", result, now, source)
     if row["type"] != DISTRIBUTED:
         row["status"] = "failed"
     row["history"].append(event(now, name))
 
 
-def _finish(sub, status, result, now):
+def _finish(sub, status, result, now, source):
+    """End ``sub`` with ``result``, which came from ``source`` (one of ``SOURCES``)."""
     sub["status"] = status
     sub["result"] = result
     sub["updated_at"] = iso(now)
+    sub["source"] = source
 
 
 def _check_live(row, now, action):
@@ -218,44 +329,52 @@ def _check_live(row, now, action):
 
 
 def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
-    """A worker's report on one sub-task; returns the sub-task.
+    """A worker's report on one sub-task; returns the sub-task (``public``).
 
-    Ownership: once a sub-task has an owner (the identity dispatch gave it,
-    or the first worker that claimed it as running), only that identity or
-    the host agent id linked to it may report. ``force`` overrides, and the
-    history says so.
+    Ownership: once a sub-task has an owner, only the owner may report: the
+    credential dispatch or a claim issued (see ``_owns``), or the id of the
+    first reporter that claimed an undispatched sub-task as running. A
+    public label or a linked host agent id is not enough. ``force``
+    overrides, and the history says so. A superseded attempt's credential is
+    refused with a history event; any other stranger is refused unrecorded,
+    so a label read from ``brain job subtasks`` cannot fill the history.
     """
     sub = find_subtask(row, sub_task_id)
     _check_live(row, now, f"report on {sub_task_id}")
-    owners = {sub["agent_id"], sub.get("host_agent_id")} - {None}
+    owner = _owns(sub, agent_id)
     if not force:
-        if agent_id is not None and agent_id in sub.get("past_agents", ()) and agent_id not in owners:
+        past = None if owner else _past_label(sub, agent_id)
+        if past is not None:
             row["history"].append(
-                event(now, "refused", sub_task_id=sub_task_id, status=status, agent_id=agent_id,
+                event(now, "refused", sub_task_id=sub_task_id, status=status, agent_id=past,
                       reason=f"superseded attempt (now attempt {sub['attempt']})")
             )
             raise Refusal(
-                f"report refused: {agent_id} belongs to a superseded attempt of {sub_task_id} "
+                f"report refused: {past} belongs to a superseded attempt of {sub_task_id} "
                 f"(now attempt {sub['attempt']}); the newer attempt was kept",
                 recorded=True,
             )
-        if owners and agent_id is None:
+        if agent_id is not None and not owner and agent_id in sub.get("past_agents", ()):
+            # A superseded attempt's public label or host id: refused, but not recorded
+            # (anyone can read these; only a credential is worth an event).
+            raise Refusal(
+                f"report refused: {agent_id} belongs to a superseded attempt of {sub_task_id} "
+                f"(now attempt {sub['attempt']}); the newer attempt was kept"
+            )
+        if sub["agent_id"] is not None and agent_id is None:
             raise Refusal(
                 f"report refused: {sub_task_id} was dispatched to a worker; report with the "
                 "--agent-id from its prompt (a person may override with --force)"
             )
-        if owners and agent_id not in owners:
+        if sub["agent_id"] is not None and not owner:
             raise Refusal(
                 f"report refused: {agent_id} does not own {sub_task_id}; report with the "
                 "--agent-id from its prompt (a person may override with --force)"
             )
+    who = _public_id(sub, agent_id)
     if status not in TRANSITIONS[sub["status"]]:
-        if sub["status"] == "failed" and agent_id is not None and agent_id in owners and result is not None:
-            # The owner answered after its deadline: keep the answer where a
-            # person can find it, without reopening the sub-task.
-            row["history"].append(
-                event(now, "late_report", sub_task_id=sub_task_id, status=status, agent_id=agent_id, result=result)
-            )
+        if sub["status"] == "failed" and owner and result is not None:
+            _late_report(row, sub, status, result, "report", now)
             raise Refusal(
                 f"{sub_task_id} is already failed ({sub['result']}); your result was kept in the job's "
                 "history only (brain job history); a retry runs the sub-task again",
@@ -265,14 +384,58 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
     sub["status"] = status
     if result is not None:
         sub["result"] = result
-    if agent_id is not None and not owners:
-        sub["agent_id"] = agent_id
+    if who is not None and who == agent_id and sub["agent_id"] is None:
+        sub["agent_id"] = who  # a plain id claims an undispatched sub-task (a credential never does)
     sub["updated_at"] = iso(now)
+    if status in FINAL:
+        sub["source"] = "report"
     row["history"].append(
-        event(now, "report", sub_task_id=sub_task_id, status=status, agent_id=agent_id, forced=True if force else None)
+        event(now, "report", sub_task_id=sub_task_id, status=status, agent_id=who, forced=True if force else None)
     )
     settle(row, now)
-    return sub
+    return public(sub)
+
+
+def _late_report(row, sub, status, result, source, now) -> None:
+    """The owner answered after its sub-task failed (deadline, cancel): keep the answer
+    where a person can find it, without reopening the sub-task."""
+    row["history"].append(
+        event(now, "late_report", sub_task_id=sub["sub_task_id"], status=status, agent_id=sub["agent_id"],
+              result=result, source=source)
+    )
+
+
+def recover_final_message(row, sub_task_id, host_agent_id, message, credential, now):
+    """Save what a host worker said last, when it ended without reporting (SubagentStop).
+
+    The worker is recognised by the host agent id linked to the sub-task
+    (``link_host_agent``) or, before the link exists, by the credential of
+    its launch prompt. A running sub-task ends with the message as its
+    result (``source`` final_message), or failed when there is none; a
+    failed one keeps the message as a ``late_report`` event. Returns what
+    was done: ``"completed"``, ``"failed"``, ``"late_report"``, or None when
+    the worker had reported already.
+    """
+    sub = find_subtask(row, sub_task_id)
+    _check_live(row, now, f"save the final message of {sub_task_id}")
+    linked = host_agent_id is not None and sub.get("host_agent_id") == host_agent_id
+    if not (linked or _verifies(sub, credential)):
+        raise Refusal(f"{host_agent_id} is not the worker of {sub_task_id}: its final message was not saved")
+    if sub["status"] == "failed" and message:
+        _late_report(row, sub, "completed", message, "final_message", now)
+        return "late_report"
+    if sub["status"] != "running":
+        return None
+    if message:
+        _finish(sub, "completed", message, now, "final_message")
+    else:
+        _finish(sub, "failed", "worker ended without a report or a final message", now, "final_message")
+    row["history"].append(
+        event(now, "report", sub_task_id=sub_task_id, status=sub["status"], agent_id=sub["agent_id"],
+              host_agent_id=host_agent_id, source="final_message")
+    )
+    settle(row, now)
+    return sub["status"]
 
 
 def _transition_message(what, current, wanted):
@@ -304,14 +467,16 @@ def default_timeout(row, now) -> int:
 
 
 def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> list:
-    """Mark every pending sub-task running with a fresh identity and deadline; return them.
+    """Mark every pending sub-task running with a fresh identity and deadline.
 
     The host starts every sub-task at once (``started_at``: now, deadline:
     now + timeout). A headless runner starts them as its slots free up, so
     they wait: ``started_at`` None, the ``timeout`` kept for :func:`start`,
     and a provisional deadline at the job's expiry, so that no sub-task
-    times out for waiting. ``runner`` (``{"pid", "log"}`` of a headless
-    runner) is recorded in the history event.
+    times out for waiting. Returns what each worker is handed
+    (``worker_view``: ``agent_id`` is its credential), in sub-task order.
+    ``runner`` (``{"pid", "log"}`` of a headless runner) is recorded in the
+    history event.
     """
     _check_dispatchable(row, model, now)
     pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
@@ -322,10 +487,11 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
     host = executor == "host"
     deadline = iso(min(now + timeout, epoch(row["expires_at"]))) if host else row["expires_at"]
     prefix = f"agent_{model}" if host else f"agent_{executor}"
+    credentials = []
     for sub in pending:
         _leave_pool(sub)
         sub["status"] = "running"
-        sub["agent_id"] = f"{prefix}_{_token(3)}"
+        credentials.append(_issue(sub, f"{prefix}_{_token(3)}"))
         sub["deadline"] = deadline
         sub["updated_at"] = iso(now)
         if host:
@@ -338,7 +504,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
               sub_tasks=[s["sub_task_id"] for s in pending], runner=runner)
     )
     settle(row, now)
-    return pending
+    return [worker_view(sub, credential) for sub, credential in zip(pending, credentials)]
 
 
 def waiting(sub) -> bool:
@@ -357,8 +523,8 @@ def start(row, sub_task_id, agent_id, started, now) -> dict:
     Refused (nothing changes) unless the sub-task is waiting for ``agent_id``.
     """
     sub = find_subtask(row, sub_task_id)
-    if not waiting(sub) or sub["agent_id"] != agent_id:
-        raise Refusal(f"{sub_task_id} is not waiting for {agent_id} (it is {sub['status']}); not started")
+    if not waiting(sub) or not _owns(sub, agent_id):
+        raise Refusal(f"{sub_task_id} is not waiting for this worker (it is {sub['status']}); not started")
     started = min(started, now)
     timeout = sub.get("timeout") or default_timeout(row, started)
     sub["started_at"] = iso(started)
@@ -410,6 +576,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
     for sub in targets:
         _supersede(sub)
         sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
+        sub.pop("source", None)
         _leave_pool(sub)
         sub.pop("started_at", None)  # the next attempt starts anew (see ``waiting``)
         sub["attempt"] += 1
@@ -424,7 +591,7 @@ def cancel(row, now) -> None:
     """Fail every pending or running sub-task with the result "cancelled"."""
     if row["status"] in FINAL:
         raise InvalidTransition(f"job {row['job_id']} is already {row['status']}; nothing to cancel")
-    _fail_unfinished(row, "cancelled", "cancel", now)
+    _fail_unfinished(row, "cancelled", "cancel", "cancelled", now)
     settle(row, now)
 
 
@@ -442,13 +609,22 @@ def set_status(row, status, now) -> None:
     settle(row, now)
 
 
-def link_host_agent(row, sub_task_id, host_agent_id, now) -> dict:
-    """Record the host's id for the worker of a sub-task; it counts as the same worker."""
+def link_host_agent(row, sub_task_id, host_agent_id, credential, now) -> dict:
+    """Record the host's id for the worker of a sub-task; return the sub-task (``public``).
+
+    Only with the credential dispatch issued for the sub-task (the one its
+    launch prompt carries): a prompt that merely looks like a worker's links
+    nothing. The link lets the SubagentStop hook save the worker's final
+    message (``recover_final_message``); it is not a credential for reports.
+    """
     sub = find_subtask(row, sub_task_id)
     _check_live(row, now, f"link a host agent to {sub_task_id}")
+    if not _verifies(sub, credential):
+        raise Refusal(f"{host_agent_id} not linked to {sub_task_id}: its prompt does not carry the credential "
+                      "that dispatch issued for it")
     sub["host_agent_id"] = host_agent_id
     row["history"].append(event(now, "link", sub_task_id=sub_task_id, agent_id=sub["agent_id"], host_agent_id=host_agent_id))
-    return sub
+    return public(sub)
 
 
 def unread(row) -> bool:
@@ -488,8 +664,13 @@ def _leave_pool(sub) -> None:
 
 
 def _supersede(sub) -> None:
+    """Retire the current owner: its label and host id join ``past_agents``, its credential's hash
+    ``past_secrets``, so its late report is recognised (and refused) as superseded."""
     past = sub.setdefault("past_agents", [])
     past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
+    digest = sub.pop("secret_hash", None)
+    if digest:
+        sub.setdefault("past_secrets", []).append([sub["agent_id"], digest])
 
 
 def queue(row, pool, model, timeout, order, now) -> list:
@@ -541,6 +722,8 @@ def claimable(sub, pool, now) -> bool:
 def claim(row, pool, worker, lease, now):
     """Give the first claimable sub-task of ``pool`` to ``worker`` for ``lease`` seconds; None if none.
 
+    Returns what the worker is handed (``worker_view``: ``agent_id`` is its credential).
+
     Lost workers' sub-tasks come back here: each is either claimed again or,
     after MAX_CLAIMS lost workers, failed. Both are written in the history.
     """
@@ -556,31 +739,33 @@ def claim(row, pool, worker, lease, now):
                                         worker=sub.get("worker"), reason=f"no lease renewal since {sub['lease_until']}"))
             _supersede(sub)
             if sub["attempt"] >= MAX_CLAIMS:
-                _finish(sub, "failed", f"abandoned: {sub['attempt']} workers stopped while running it", now)
+                _finish(sub, "failed", f"abandoned: {sub['attempt']} workers stopped while running it", now,
+                        "abandoned")
                 sub["lease_until"] = None
                 row["history"].append(event(now, "abandoned", sub_task_id=sub["sub_task_id"], status="failed"))
                 continue
             sub["attempt"] += 1
         timeout = sub.get("timeout") or default_timeout(row, now)
-        sub.update(status="running", agent_id=f"agent_{pool}_{_token(3)}", worker=worker,
+        credential = _issue(sub, f"agent_{pool}_{_token(3)}")
+        sub.update(status="running", worker=worker,
                    lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
                    updated_at=stamp)
         sub["started_at"] = stamp  # a claim is a start: the worker runs it now
         row["history"].append(event(now, "claim", sub_task_id=sub["sub_task_id"], agent_id=sub["agent_id"],
                                     worker=worker))
         settle(row, now)
-        return sub
+        return worker_view(sub, credential)
     settle(row, now)
     return None
 
 
 def renew(row, leases, lease, now) -> list:
-    """Extend the leases ``{sub_task_id: agent_id}`` still held; return the ids no longer held."""
+    """Extend the leases ``{sub_task_id: credential}`` still held; return the ids no longer held."""
     lost = []
     until = iso(now + lease)
     for sub_task_id, agent_id in leases.items():
         sub = find_subtask(row, sub_task_id)
-        if sub["status"] == "running" and sub["agent_id"] == agent_id and sub.get("pool"):
+        if sub["status"] == "running" and _owns(sub, agent_id) and sub.get("pool"):
             sub["lease_until"] = until
         else:
             lost.append(sub_task_id)
@@ -588,12 +773,16 @@ def renew(row, leases, lease, now) -> list:
 
 
 def release(row, sub_task_id, agent_id, reason, now) -> dict:
-    """A worker gives a claimed sub-task back: pending again, still queued, its identity retired."""
+    """A worker gives a claimed sub-task back: pending again, still queued, its identity retired.
+
+    ``agent_id`` is the credential the claim handed out.
+    """
     sub = find_subtask(row, sub_task_id)
-    if sub["status"] != "running" or sub["agent_id"] != agent_id or not sub.get("pool"):
-        raise Refusal(f"{agent_id} does not hold {sub_task_id} any more (it is {sub['status']}); nothing to release")
+    if sub["status"] != "running" or not _owns(sub, agent_id) or not sub.get("pool"):
+        raise Refusal(f"this worker does not hold {sub_task_id} any more (it is {sub['status']}); nothing to release")
+    label = sub["agent_id"]
     _supersede(sub)
     sub.update(status="pending", agent_id=None, deadline=None, lease_until=None, worker=None, updated_at=iso(now))
-    row["history"].append(event(now, "release", sub_task_id=sub_task_id, agent_id=agent_id, reason=reason))
+    row["history"].append(event(now, "release", sub_task_id=sub_task_id, agent_id=label, reason=reason))
     settle(row, now)
-    return sub
+    return public(sub)

@@ -94,7 +94,7 @@ def worker_model(body):
         if query in said:
             return text(final)
     query = next((q for q in RESULTS if q in said), None)
-    # Like a real worker: read the pointer from the prompt ("<job> <sub> <identity>: Search ...")
+    # Like a real worker: read the pointer from the prompt ("<job> <sub> <credential>: Search ...")
     # and fill in the report command that the worker definition (the system prompt) spells out.
     pointer = re.search(r"(\w+) (sub_\d+) (\S+): Search ", said)
     template = re.search(r"`(brain job update <job> <sub_N> --agent-id <agent id> [^`]*)`", system_text(body))

@@ -149,12 +149,18 @@ def test_hooks_and_bash_share_one_database(run, job):
     assert len(list(run["base"].rglob("jobs.db"))) == 1
 
 
-def test_agent_links_recorded_for_every_worker(run, job):
+def _launch_prompts(run) -> dict:
+    """The host's agent id -> the launch prompt, from the recorded PostToolUse(Agent) payloads."""
     launched = {}
     for path in sorted((run["out"] / "payloads").glob("*-post_tool_use.json")):
         payload = json.loads(path.read_text())
         if payload.get("tool_name") == "Agent":
             launched[payload["tool_response"]["agentId"]] = payload["tool_input"]["prompt"]
+    return launched
+
+
+def test_agent_links_recorded_for_every_worker(run, job):
+    launched = _launch_prompts(run)
     assert len(launched) == 3
     links = [e for e in job["history"] if e["event"] == "link"]
     assert len(links) == 3
@@ -178,8 +184,12 @@ def test_worker_reports_were_approved_by_the_plugin_hook(run, job):
     by_query = {s["query"]: s for s in job["sub_tasks"]}
     for query in scenario.RESULTS:
         sub = by_query[query]
+        # Each worker reported with the credential of its own launch prompt (never its public label).
+        prompt = _launch_prompts(run)[sub["host_agent_id"]]
+        credential = prompt.split()[2].rstrip(":")
+        assert credential != sub["agent_id"]
         allowed = [line for line in log if "pre_tool_use: allow " in line and "brain job update" in line
-                   and f" {sub['sub_task_id']} --agent-id {sub['agent_id']} " in line]
+                   and f" {sub['sub_task_id']} --agent-id {credential} " in line]
         assert len(allowed) == 1 and f"agent={sub['host_agent_id']}" in allowed[0], run["hooks_log"]
         reports = [e for e in job["history"] if e["event"] == "report" and e["sub_task_id"] == sub["sub_task_id"]]
         assert [(e["status"], e["agent_id"]) for e in reports] == [("completed", sub["agent_id"])]

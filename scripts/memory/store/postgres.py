@@ -61,13 +61,14 @@ class _Rank(dict):
 # Key order brain-jobs writes, restored on read (jsonb sorts keys by length).
 # Keys not listed keep jsonb's order, after these.
 _SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
-             "host_agent_id", "past_agents", "pool", "timeout", "worker", "lease_until")
+             "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout", "worker",
+             "lease_until", "source")
 _EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
                "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts", "runner",
-               "files", "allow_shell")
+               "files", "allow_shell", "result", "source")
 _SUMMARY_KEYS = ("job_id", "total_tasks", "completed", "failed", "pending", "running", "complete", "status",
                  "results", "consolidated_at")
-_RESULT_KEYS = ("sub_task_id", "query", "status", "result")
+_RESULT_KEYS = ("sub_task_id", "query", "status", "result", "source")
 _DATA_KEYS = ("prompt", "files", "skills")
 _SUB_KEYS, _EVENT_KEYS, _SUMMARY_KEYS, _RESULT_KEYS, _DATA_KEYS = (
     _Rank((k, i) for i, k in enumerate(keys))
