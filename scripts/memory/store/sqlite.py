@@ -273,6 +273,9 @@ class _Transaction:
         ).rowcount
         return due, purged
 
+    def newest(self):
+        return self._conn.execute("SELECT max(created_at) FROM jobs").fetchone()[0]
+
     def claimable(self, pool, now, limit=1, wait=False):
         # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
         rows = self._conn.execute(
