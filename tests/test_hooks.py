@@ -376,6 +376,7 @@ def test_hooks_survive_garbage(data, name, payload):
 def test_hooks_survive_a_broken_store(data, tmp_path, monkeypatch):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database" * 100)
+    broken.chmod(0o600)  # readable by others, it would be refused for that first
     monkeypatch.setenv("BRAIN_DB", str(broken))
     payload = _silent_worker("abc123", "a4f6a4b9bd0e0a7f7", "result")
     out, proc = hook("subagent_stop", payload)

@@ -108,6 +108,7 @@ def test_a_store_created_by_the_seed_schema_is_adopted(db):
         type TEXT DEFAULT 'normal', sub_tasks JSON DEFAULT '[]', consolidated_result JSON DEFAULT 'null')""")
     conn.commit()
     conn.close()
+    os.chmod(db, 0o600)  # sqlite3 made it with the umask's mode; a store others can read is refused
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"], db=db)
     assert jobs.get_job(job, db=db)["sub_tasks"][0]["query"] == "q"
 

@@ -191,7 +191,13 @@ def list_jobs(include_finished=False, db=None) -> list:
     now = _now()
     rows = store.read_all(active_only=not include_finished)
     if any(state.needs_sweep(r, now) for r in rows):
-        cleanup_jobs(db)
+        try:
+            cleanup_jobs(db)
+        except StoreError:
+            # As in ``_read``: a read-only or full store is still listed, swept in memory.
+            for r in rows:
+                state.sweep(r, now)
+            return [r for r in rows if include_finished or r["status"] not in state.FINAL]
         rows = store.read_all(active_only=not include_finished)
     return rows
 
