@@ -288,9 +288,9 @@ def test_stop_ignores_running_jobs_and_other_sessions(data):
 
 def test_session_start_exports_one_database_and_summarises_active_jobs(data, tmp_path, monkeypatch, backend, db):
     env_file = tmp_path / "session-env.sh"
-    if backend == "sqlite":  # the host's default: the store in the plugin data dir
+    if backend == "sqlite":  # the default: the person's store, ~/.brain/jobs.db, not the plugin data dir
         monkeypatch.delenv("BRAIN_DB")
-        store = str(data / "jobs.db")
+        store = os.path.join(os.environ["HOME"], ".brain", "jobs.db")
     else:  # the user's BRAIN_DATABASE_URL, which Bash inherits from the host anyway
         store = db
     active = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, ["GET /a", "GET /b"], db=store)
