@@ -14,6 +14,11 @@ trades the latter for speed.
 with whitespace room), and ``job_tally`` keeps each job's counts, so that a
 report rewrites a few pages of the row and decodes one sub-task, however
 big the job.
+
+The store's files must be ours alone: a store that another user can read,
+change, own or swap is refused at open (``_prepare_file``). A store that
+cannot be written (full disk, file size limit, read-only file) is opened
+read-only, so reads still work; writes say why they cannot.
 """
 
 import os
@@ -218,22 +223,25 @@ def _refuse_unsafe_files(path: str, info: os.stat_result) -> None:
         path = os.path.realpath(path)
         _refuse_unsafe_directory(os.path.dirname(path), os.stat(os.path.dirname(path)))
         info = os.lstat(path)
-    me = os.geteuid()
-    for name in (path, path + "-wal", path + "-shm", lock):
-        if name is not path:
-            try:
-                info = os.lstat(name)
-            except FileNotFoundError:
-                continue
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{name} is not a regular file; point BRAIN_DB at a file")
-        if info.st_uid != me:
-            raise StoreError(f"the job store file {name} belongs to another user (uid {info.st_uid}), who can read "
-                             f"and change every job; it was left untouched: {_SHARED_FIX}")
-        if info.st_mode & 0o066:
-            raise StoreError(f"the job store file {name} can be read or written by other users "
-                             f"(mode {stat.S_IMODE(info.st_mode):04o}); it was left untouched: chmod 600 it, or "
-                             f"{_SHARED_FIX}")
+    _refuse_unsafe_file(path, info)
+    for name in (path + "-wal", path + "-shm", lock):
+        try:
+            companion = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        _refuse_unsafe_file(name, companion)
+
+
+def _refuse_unsafe_file(name: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"{name} is not a regular file; point BRAIN_DB at a file")
+    if info.st_uid != os.geteuid():
+        raise StoreError(f"the job store file {name} belongs to another user (uid {info.st_uid}), who can read "
+                         f"and change every job; it was left untouched: {_SHARED_FIX}")
+    if info.st_mode & 0o066:
+        raise StoreError(f"the job store file {name} can be read or written by other users "
+                         f"(mode {stat.S_IMODE(info.st_mode):04o}); it was left untouched: chmod 600 it, or "
+                         f"{_SHARED_FIX}")
 
 
 def _env_lock_timeout() -> float:
