@@ -117,7 +117,8 @@ def test_the_plugin_data_dir_is_private_even_when_the_host_made_it(host, tmp_pat
     # A finished, unread job dispatched in the session makes the Stop hook write its session file.
     session = recorded("stop.json", TMP="/tmp")["session_id"]
     code = ("import sys; from scripts.memory import jobs;"
-            "j = jobs.create_job_with_subtasks(60, {'prompt': 'p'}, ['a']); jobs.dispatch_job(j, session_id=sys.argv[1]);"
+            "j = jobs.create_job_with_subtasks(60, {'prompt': 'p'}, ['a']);"
+            "jobs.dispatch_job(j, session_id=sys.argv[1]);"
             "s = jobs.get_job(j)['sub_tasks'][0];"
             "jobs.update_subtask_status(j, 'sub_1', 'completed', 'r', agent_id=s['agent_id'])")
     subprocess.run([sys.executable, "-c", code, session], cwd=ROOT, check=True, timeout=60)
@@ -144,7 +145,8 @@ def test_an_offline_preparation_failure_is_two_lines(host, tmp_path, monkeypatch
     reqs.write_text("brainjobs_probe brainjobs-probe\n")
     monkeypatch.setenv("BRAIN_REQUIREMENTS_FILE", str(reqs))
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("BRAIN_PIP_ARGS", f"--index-url http://127.0.0.1:{_closed_port()}/simple --retries 2 --timeout 2")
+    index = f"http://127.0.0.1:{_closed_port()}/simple"
+    monkeypatch.setenv("BRAIN_PIP_ARGS", f"--index-url {index} --retries 2 --timeout 2")
     out, _ = hook("session_start", recorded("session_start.json", TMP="/tmp"))  # starts the preparation
     assert "preparing optional Python packages" in out["systemMessage"]
     deadline = time.monotonic() + 300
