@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+from hooklib import private_dirs, private_file, write_private
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RETRY_AFTER = 3600  # seconds before a failed preparation is tried again
 STALE_AFTER = 1800  # seconds after which a "preparing" state is presumed dead
@@ -63,17 +65,11 @@ def read_state(data: str) -> dict:
 
 def write_state(data: str, **state) -> dict:
     """Replace the state atomically; keep ``<data>/python`` in step with it."""
-    os.makedirs(data, mode=0o700, exist_ok=True)
+    private_dirs(data)
     state.setdefault("at", time.time())
-    tmp = f"{state_path(data)}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(state, fh)
-    os.replace(tmp, state_path(data))
+    write_private(state_path(data), json.dumps(state))
     if state.get("python"):
-        tmp = os.path.join(data, f"python.{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(state["python"] + "\n")
-        os.replace(tmp, os.path.join(data, "python"))
+        write_private(os.path.join(data, "python"), state["python"] + "\n")
     return state
 
 
@@ -114,7 +110,7 @@ def ensure(data: str):
             return me, state.get("message")
     import subprocess  # only here: a ready start should not pay for it
 
-    log = open(os.path.join(data, "prepare.log"), "ab")
+    log = os.fdopen(private_file(os.path.join(data, "prepare.log")), "ab")
     try:
         proc = subprocess.Popen([BASE_PYTHON, os.path.join(HERE, "prepare_env.py"), data], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

@@ -4,6 +4,10 @@ A hook reads one JSON payload on stdin, calls the library, and prints at
 most one JSON answer. Whatever goes wrong inside, the host must not be
 disturbed: the error is appended to ``<data dir>/hooks.log`` and the script
 exits 0 with no output, so the host carries on as if the hook were absent.
+
+Every file a hook writes is 0600 and every directory it creates 0700
+(``private_file``, ``write_private``, ``private_dirs``): the data directory
+holds logs and session state that other users must not read.
 """
 
 import json
@@ -13,6 +17,11 @@ import time
 import traceback
 
 PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if PLUGIN_ROOT not in sys.path:
+    sys.path.insert(0, PLUGIN_ROOT)
+
+from scripts.memory.paths import private_dirs  # noqa: E402  (re-exported for the hooks)
+
 LOG_LIMIT = 1_000_000  # bytes; the log is rotated once to hooks.log.1 past this
 
 
@@ -21,11 +30,34 @@ def data_dir() -> str:
     return os.environ.get("CLAUDE_PLUGIN_DATA") or os.path.join(os.path.expanduser("~"), ".brain")
 
 
+def private_file(path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """Open ``path`` (created 0600) and return the descriptor; a file left readable by
+    others (an older version wrote them with the umask's mode) is made 0600."""
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_private(path: str, text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` atomically, as a file of ``mode`` (0600, or 0700 for a script)."""
+    tmp = f"{path}.{os.getpid()}"
+    with os.fdopen(private_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8") as fh:
+        fh.write(text)
+        if mode != 0o600:
+            os.fchmod(fh.fileno(), mode)
+    os.replace(tmp, path)
+
+
 def log(message: str) -> None:
     """Append one line to the debug log; never raises."""
     try:
         directory = data_dir()
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private_dirs(directory)
         path = os.path.join(directory, "hooks.log")
         try:
             if os.path.getsize(path) > LOG_LIMIT:
@@ -33,7 +65,7 @@ def log(message: str) -> None:
         except OSError:
             pass
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        with open(path, "a", encoding="utf-8") as fh:
+        with os.fdopen(private_file(path), "a", encoding="utf-8") as fh:
             fh.write(f"{stamp} [{os.getpid()}] {message}\n")
     except Exception:  # the log is best effort; the host must never see a failure
         pass
@@ -50,10 +82,8 @@ def _record(name: str, raw: str) -> None:
     directory = os.environ.get("BRAIN_HOOK_RECORD")
     if not directory:
         return
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{time.time():.6f}-{os.getpid()}-{name}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(raw)
+    private_dirs(directory)
+    write_private(os.path.join(directory, f"{time.time():.6f}-{os.getpid()}-{name}.json"), raw)
 
 
 def run(name: str, handler) -> None:
@@ -64,8 +94,6 @@ def run(name: str, handler) -> None:
         payload = json.loads(raw) if raw.strip() else {}
         if not isinstance(payload, dict):
             raise ValueError(f"payload is {type(payload).__name__}, expected an object")
-        if PLUGIN_ROOT not in sys.path:
-            sys.path.insert(0, PLUGIN_ROOT)
         answer = handler(payload)
         if answer:
             sys.stdout.write(json.dumps(answer))

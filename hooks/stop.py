@@ -12,7 +12,7 @@ import json
 import os
 import re
 
-from hooklib import data_dir, debug, run
+from hooklib import data_dir, debug, private_dirs, run, write_private
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -52,11 +52,8 @@ def handle(payload: dict):
     pending = [row for row in unread_jobs(session_id) if row["job_id"] not in reminded]
     if not pending:
         return None
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(reminded + [row["job_id"] for row in pending], fh)
-    os.replace(tmp, path)
+    private_dirs(os.path.dirname(path))
+    write_private(path, json.dumps(reminded + [row["job_id"] for row in pending]))
     ids = " ".join(row["job_id"] for row in pending)
     commands = "; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending)
     debug(f"stop: blocking once for {ids}")

@@ -272,9 +272,9 @@ def test_stop_ignores_running_jobs_and_other_sessions(data):
 
 def test_session_start_exports_one_database_and_summarises_active_jobs(data, tmp_path, monkeypatch, backend, db):
     env_file = tmp_path / "session-env.sh"
-    if backend == "sqlite":  # the host's default: the store in the plugin data dir
+    if backend == "sqlite":  # the default: the person's store, ~/.brain/jobs.db, not the plugin data dir
         monkeypatch.delenv("BRAIN_DB")
-        store = str(data / "jobs.db")
+        store = os.path.join(os.environ["HOME"], ".brain", "jobs.db")
     else:  # the user's BRAIN_DATABASE_URL, which Bash inherits from the host anyway
         store = db
     active = jobs.create_job_with_subtasks(300, {"prompt": "Validate endpoints"}, ["GET /a", "GET /b"], db=store)
@@ -360,6 +360,7 @@ def test_hooks_survive_garbage(data, name, payload):
 def test_hooks_survive_a_broken_store(data, tmp_path, monkeypatch):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database" * 100)
+    broken.chmod(0o600)  # readable by others, it would be refused for that first
     monkeypatch.setenv("BRAIN_DB", str(broken))
     payload = _silent_worker("abc123", "a4f6a4b9bd0e0a7f7", "result")
     out, proc = hook("subagent_stop", payload)

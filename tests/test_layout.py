@@ -161,6 +161,7 @@ def test_a_store_from_before_the_tally_is_migrated_and_its_jobs_work(db):
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
+    os.chmod(db, 0o600)  # sqlite3 made it with the umask's mode; a store others can read is refused
     jobs.update_subtask_status("old1", "sub_2", "completed", "r2", db=db)
     assert _raw(db, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert _tally(db, "old1") == [(n - 1, 0, 1, 0, None)]

@@ -63,10 +63,13 @@ def test_location_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("BRAIN_DB")
     assert paths.default_db_path() == str(home / ".brain" / "jobs.db")
+    # Inside Claude Code too: the plugin's data dir (named after the install) is not the store.
     monkeypatch.setenv("CLAUDE_PLUGIN_DATA", str(tmp_path / "plugin-data"))
-    assert paths.default_db_path() == str(tmp_path / "plugin-data" / "jobs.db")
+    assert paths.default_db_path() == str(home / ".brain" / "jobs.db")
     monkeypatch.setenv("BRAIN_DB", str(tmp_path / "env.db"))
     assert paths.default_db_path() == str(tmp_path / "env.db")
+    monkeypatch.setenv("BRAIN_DATABASE_URL", "postgresql://db/jobs")
+    assert paths.default_target() == "postgresql://db/jobs"
 
 
 def test_default_location_is_home_dot_brain_for_the_cli(brain, monkeypatch, tmp_path):
@@ -76,8 +79,10 @@ def test_default_location_is_home_dot_brain_for_the_cli(brain, monkeypatch, tmp_
     assert home_db.exists()
     assert brain.json("job", "get", out.strip())["job_id"] == out.strip()[4:]
     monkeypatch.setenv("CLAUDE_PLUGIN_DATA", str(tmp_path / "pd"))
-    brain.ok("job", "create", "--ttl", "60", "--prompt", "p")
-    assert (tmp_path / "pd" / "jobs.db").exists()
+    second = brain.ok("job", "create", "--ttl", "60", "--prompt", "p").strip()[4:]
+    assert not (tmp_path / "pd").exists()
+    monkeypatch.delenv("CLAUDE_PLUGIN_DATA")
+    assert brain.json("job", "get", second)["job_id"] == second
 
 
 def test_migrations_are_versioned_and_idempotent(db):
@@ -108,6 +113,7 @@ def test_a_store_created_by_the_seed_schema_is_adopted(db):
         type TEXT DEFAULT 'normal', sub_tasks JSON DEFAULT '[]', consolidated_result JSON DEFAULT 'null')""")
     conn.commit()
     conn.close()
+    os.chmod(db, 0o600)  # sqlite3 made it with the umask's mode; a store others can read is refused
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"], db=db)
     assert jobs.get_job(job, db=db)["sub_tasks"][0]["query"] == "q"
 

@@ -2,8 +2,9 @@
 
 import pytest
 
+from conftest import store_snapshot
 from scripts.memory import clock, jobs
-from scripts.memory.errors import Expired, NotFound
+from scripts.memory.errors import Expired, InvalidInput, NotFound
 
 
 def test_expires_at_is_created_at_plus_ttl(fake_clock):
@@ -94,3 +95,57 @@ def test_a_busy_process_housekeeps_at_most_once_a_second_but_always_sweeps_what_
     jobs.create_job(60, {"prompt": "busy"})  # t=2.5: a second after the last: housekeeps
     assert store.read(second)["status"] == "failed"
     assert store.read(second)["consolidated_result"]["failed"] == 1
+
+
+# -- the clock ------------------------------------------------------------------------------
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-inf", "1e20", "-1", "253402300800"])
+def test_a_bad_brain_now_is_one_line_and_exit_2(brain, value):
+    """Issue 12, item 8: these gave tracebacks (float(), then the time formatting)."""
+    for args in (("job", "list"), ("job", "create", "--ttl", "60", "--prompt", "p")):
+        proc = brain(*args, env={"BRAIN_NOW": value})
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (f"brain: error: BRAIN_NOW={value!r} is not a time in epoch seconds (0 to 253402300799); "
+                               "unset it: it is a test setting that moves the clock for every job\n")
+    assert brain.json("job", "list") == []
+
+
+def test_a_clock_set_far_ahead_is_refused_before_it_expires_every_job(brain, fake_clock, db):
+    """Issue 12, item 11: one process with BRAIN_NOW a year ahead expired (and then purged)
+    everyone's jobs. A clock set by hand more than 30 days (the longest TTL) past the newest
+    job is refused, by reads and writes alike; within that, time passes as usual."""
+    running = jobs.create_job_with_subtasks(3600, {"prompt": "p"}, ["a", "b"])
+    jobs.dispatch_job(running)
+    kept = jobs.create_job_with_subtasks(30 * 86400, {"prompt": "long"}, ["c"])
+    jobs.close_stores()
+    before = store_snapshot(db)
+    year = {"BRAIN_NOW": repr(fake_clock() + 365 * 86400)}
+    for args in (("job", "list"), ("job", "subtasks", running), ("job", "cleanup"), ("job", "stats"),
+                 ("job", "create", "--ttl", "60", "--prompt", "p"),
+                 ("job", "update", kept, "sub_1", "--status", "completed", "--result", "r")):
+        proc = brain(*args, env=year)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"brain: error: BRAIN_NOW={year['BRAIN_NOW']} (")
+        assert "is 365 days after the newest job in the store" in proc.stderr and "unset BRAIN_NOW" in proc.stderr
+    assert store_snapshot(db) == before
+    # The API refuses a clock given to set_clock the same way.
+    clock.set_clock(lambda: fake_clock() + 31 * 86400)
+    with pytest.raises(InvalidInput, match="the clock given to set_clock .* is 31 days after the newest job"):
+        jobs.list_jobs()
+    # 29 days on is time passing: the one-hour job expires, the 30-day one stays.
+    clock.set_clock(lambda: fake_clock() + 29 * 86400)
+    assert [j["job_id"] for j in jobs.list_jobs()] == [kept]
+    assert jobs.get_job(running)["status"] == "failed"
+
+
+def test_the_system_clock_is_trusted_after_a_long_idle_time(db):
+    """Only a clock set by hand is checked: an idle store's first write in two months, on the
+    system clock, expires what is due, as it should."""
+    import time
+
+    clock.set_clock(lambda: time.time() - 60 * 86400)
+    old = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
+    clock.set_clock(None)
+    assert jobs.list_jobs() == []
+    assert jobs.get_job(old)["sub_tasks"][0]["result"] == "expired"

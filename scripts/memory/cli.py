@@ -318,11 +318,25 @@ def _fast_args(argv):
     return _FastArgs(values)
 
 
+_SUBTASK_OPTION = tuple("--subtask"[:n] for n in range(4, 10))  # --subtask and its abbreviations
+
+
+def _refuse_too_many_subtasks(argv) -> None:
+    """Count ``--subtask`` before argparse parses them: its time grows with the square of the
+    number of options (six seconds for 10,000), so a refusal must not wait for it."""
+    from .validate import MAX_SUBTASKS
+
+    count = sum(1 for arg in argv if arg.split("=", 1)[0] in _SUBTASK_OPTION)
+    if count > MAX_SUBTASKS:
+        raise InvalidInput(f"{count} sub-tasks; the limit is {MAX_SUBTASKS}")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = _fast_args(argv)
         if args is None:
+            _refuse_too_many_subtasks(argv)
             args = build_parser().parse_args(argv)
             args.db = getattr(args, "db", None)  # --db may stand before or after the command
         args.func(args)

@@ -5,12 +5,27 @@ All stored times are ISO 8601 UTC strings of fixed width
 backend. Tests move time forward without sleeping by setting
 ``BRAIN_NOW`` (epoch seconds, read on every call, so it also reaches CLI
 subprocesses) or by calling :func:`set_clock`.
+
+The clock decides expiry for every job in the store, not only for the
+caller's: a process whose clock runs ahead expires and purges other
+people's jobs. A clock set by hand (``BRAIN_NOW``, :func:`set_clock`) is
+therefore refused where it would do that from implausibly far ahead of the
+store (``check_leap``). The system clock is trusted: on one machine every
+process shares it; machines that share a PostgreSQL store must keep theirs
+in step (NTP).
 """
 
 import os
 import time
 
+from .errors import InvalidInput
+
 _override = None
+MAX_EPOCH = 253402300800  # 10000-01-01: the stored form has four digits of year
+# How far ahead of the newest job in the store a clock set by hand may be when it expires
+# or purges jobs: the longest TTL (validate.MAX_TTL). Past it, every job ever stored
+# would be expired at once, the mark of a wrong clock rather than of time passing.
+MAX_LEAP = 30 * 86400
 
 
 def set_clock(fn) -> None:
@@ -25,8 +40,39 @@ def now() -> float:
         return _override()
     fake = os.environ.get("BRAIN_NOW")
     if fake:
-        return float(fake)
+        return _parse(fake)
     return time.time()
+
+
+def _parse(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < MAX_EPOCH:  # also refuses nan and inf
+        raise InvalidInput(f"BRAIN_NOW={text!r} is not a time in epoch seconds (0 to {MAX_EPOCH - 1}); "
+                           "unset it: it is a test setting that moves the clock for every job")
+    return value
+
+
+def is_set_by_hand() -> bool:
+    """True when the time comes from ``BRAIN_NOW`` or :func:`set_clock`, not from the system."""
+    return _override is not None or bool(os.environ.get("BRAIN_NOW"))
+
+
+def check_leap(now: float, newest) -> None:
+    """Refuse a clock set by hand that is more than ``MAX_LEAP`` ahead of ``newest`` (the
+    stored time of the newest job, or None for an empty store) before it expires or purges
+    anything. Cheap to call: it does nothing for the system clock."""
+    if newest is None or not is_set_by_hand():
+        return
+    ahead = now - epoch(newest)
+    if ahead > MAX_LEAP:
+        source = f"BRAIN_NOW={os.environ['BRAIN_NOW']}" if _override is None else "the clock given to set_clock"
+        raise InvalidInput(
+            f"{source} ({iso(now)}) is {ahead / 86400:.0f} days after the newest job in the store ({newest}): "
+            "it would expire every job; unset BRAIN_NOW, which is a test setting, or set it near the store's time"
+        )
 
 
 _recent = {}

@@ -31,7 +31,7 @@ from pathlib import Path
 from . import clock, executors, jobs, render, validate
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
-from .paths import default_target
+from .paths import default_target, private_dirs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def log_dir(db=None) -> str:
 
 def _open_log(job_id, db):
     directory = log_dir(db)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    private_dirs(directory)
     path = os.path.join(directory, f"job_{job_id}-{os.urandom(3).hex()}.log")
     return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 

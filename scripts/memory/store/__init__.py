@@ -55,6 +55,8 @@ Times are the fixed-width text of ``clock.iso`` so they compare as text.
                                        jobs it deleted whose ``expires_at`` and
                                        ``consolidated_result.consolidated_at`` (when the
                                        job finished) are both before ``cutoff``
+    ``newest() -> str | None``         the latest ``created_at`` of any job (None: no job);
+                                       asked only when the clock is set by hand (``clock``)
     ``claimable(pool, now, limit, wait=False) -> [job_id]``
                                        the worker pool's one query (see ``pool``):
                                        unfinished jobs, oldest first, with a sub-task

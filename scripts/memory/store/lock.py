@@ -119,7 +119,12 @@ class WriteLock:
             self._fd = None
 
     def _busy(self, timeout: float) -> StoreBusy:
+        # Only brain takes this lock: the holder is another brain process (or thread) writing.
+        if timeout <= 0:
+            waited = "and BRAIN_LOCK_TIMEOUT=0 says not to wait"
+        else:
+            waited = f"for more than {timeout:g} s (BRAIN_LOCK_TIMEOUT)"
         return StoreBusy(
-            f"the job store is busy: another writer held {self.path} for more than "
-            f"{timeout:g} s; retry, or raise BRAIN_LOCK_TIMEOUT"
+            f"the job store is busy: another brain process is writing to it (it holds {self.path}) "
+            f"{waited}; retry, or raise BRAIN_LOCK_TIMEOUT"
         )

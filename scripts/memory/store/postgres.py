@@ -275,6 +275,10 @@ class _Transaction:
         due, purged = self._conn.execute(_HOUSEKEEPING, {"now": now, "cutoff": cutoff}).fetchone()
         return due, purged
 
+    def newest(self):
+        (value,) = self._conn.execute("SELECT max(created_at) FROM jobs").fetchone()
+        return None if value is None else _iso(value)
+
     def claimable(self, pool, now, limit=1, wait=False):
         sql = _CLAIMABLE if wait else _CLAIMABLE + " SKIP LOCKED"
         return [r[0] for r in self._conn.execute(sql, {"pool": pool, "now": now, "limit": limit})]

@@ -14,16 +14,23 @@ trades the latter for speed.
 with whitespace room), and ``job_tally`` keeps each job's counts, so that a
 report rewrites a few pages of the row and decodes one sub-task, however
 big the job.
+
+The store's files must be ours alone: a store that another user can read,
+change, own or swap is refused at open (``_prepare_file``). A store that
+cannot be written (full disk, file size limit, read-only file) is opened
+read-only, so reads still work; writes say why they cannot.
 """
 
 import os
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import contextmanager
 
 from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
+from ..paths import private_dirs
 from ..validate import STATUSES
 from . import COLUMNS, JSON_COLUMNS, layout
 from .lock import WriteLock
@@ -31,6 +38,10 @@ from .lock import WriteLock
 WAIT_INTERVAL = 0.05  # seconds between two looks of ``wait`` (SQLite cannot notify)
 
 MAX_LOCK_TIMEOUT = 3600
+# Set to 1 to use a store that other users can read, write or own, or whose directory they
+# can change (a store shared with a group on purpose); otherwise such a store is refused.
+ALLOW_SHARED = "BRAIN_ALLOW_SHARED_STORE"
+_SHARED_FIX = f"point BRAIN_DB at a file of your own, or set {ALLOW_SHARED}=1 if you share it on purpose"
 
 
 def _migration_1(conn):
@@ -158,7 +169,12 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     """One place where driver errors become errors that say what to do."""
     msg = str(exc)
     if "locked" in msg or "busy" in msg:
-        return StoreBusy(f"the job store {path} is locked by another program; retry, or raise BRAIN_LOCK_TIMEOUT")
+        # Not only another program: a brain process that opens, checkpoints or closes the
+        # store holds SQLite's lock for a moment, outside brain's own write lock.
+        return StoreBusy(
+            f"the job store {path} is busy: another process (a brain process opening or closing it, or "
+            "another program) held it locked longer than BRAIN_LOCK_TIMEOUT allows; retry, or raise BRAIN_LOCK_TIMEOUT"
+        )
     if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
         return StoreError(
             f"{path} is not a usable SQLite database ({msg}); it was left untouched: "
@@ -177,6 +193,55 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     if "unable to open" in msg:
         return StoreError(f"cannot open the job store {path} ({msg}); check the path and its permissions")
     return StoreError(f"job store error on {path}: {msg}")
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """True for the errors of a store that can be read but not written now: a full disk,
+    a file size limit or I/O error while creating the WAL index, a read-only file or file system."""
+    msg = str(exc)
+    return "disk I/O error" in msg or "full" in msg or "readonly" in msg or "read-only" in msg
+
+
+def _refuse_unsafe_directory(directory: str, info: os.stat_result) -> None:
+    """Refuse a directory (``info``: its ``stat``) that another user owns or may write without the
+    sticky bit: they could replace the store, or its WAL, with a file of their own."""
+    if info.st_uid not in (os.geteuid(), 0):  # root can do anything anyway
+        raise StoreError(f"the job store's directory {directory} belongs to another user (uid {info.st_uid}), "
+                         f"who could swap the store: {_SHARED_FIX}")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise StoreError(f"the job store's directory {directory} is writable by other users "
+                         f"(mode {stat.S_IMODE(info.st_mode):04o}), who could swap the store: "
+                         f"chmod go-w it, or {_SHARED_FIX}")
+
+
+def _refuse_unsafe_files(path: str, info: os.stat_result) -> None:
+    """Refuse a store file (``info``: its ``lstat``), or a WAL, index or lock file beside it,
+    that is not a plain file of ours readable by us alone. A store reached through a symbolic
+    link is checked where it lives (SQLite puts the WAL there), its lock file where the link is."""
+    lock = path + ".lock"
+    if stat.S_ISLNK(info.st_mode):
+        path = os.path.realpath(path)
+        _refuse_unsafe_directory(os.path.dirname(path), os.stat(os.path.dirname(path)))
+        info = os.lstat(path)
+    _refuse_unsafe_file(path, info)
+    for name in (path + "-wal", path + "-shm", lock):
+        try:
+            companion = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        _refuse_unsafe_file(name, companion)
+
+
+def _refuse_unsafe_file(name: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"{name} is not a regular file; point BRAIN_DB at a file")
+    if info.st_uid != os.geteuid():
+        raise StoreError(f"the job store file {name} belongs to another user (uid {info.st_uid}), who can read "
+                         f"and change every job; it was left untouched: {_SHARED_FIX}")
+    if info.st_mode & 0o066:
+        raise StoreError(f"the job store file {name} can be read or written by other users "
+                         f"(mode {stat.S_IMODE(info.st_mode):04o}); it was left untouched: chmod 600 it, or "
+                         f"{_SHARED_FIX}")
 
 
 def _env_lock_timeout() -> float:
@@ -273,6 +338,9 @@ class _Transaction:
         ).rowcount
         return due, purged
 
+    def newest(self):
+        return self._conn.execute("SELECT max(created_at) FROM jobs").fetchone()[0]
+
     def claimable(self, pool, now, limit=1, wait=False):
         # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
         rows = self._conn.execute(
@@ -305,6 +373,8 @@ class _Writing:
     def __enter__(self) -> "_Transaction":
         store = self._store
         codec.note_write()  # outside the lock: it may import the fast codec
+        if store._unwritable is not None:
+            store._reopen()
         store._acquire()
         try:
             store._conn.execute("BEGIN IMMEDIATE")
@@ -347,22 +417,77 @@ class SQLiteStore:
         self._watcher = None  # the second connection of ``wait``, opened on first use
         self._seen = None
         self._wait_lock = threading.Lock()
+        # Why the store could only be opened for reading (a StoreError), or None; see ``_open_for_reading``.
+        self._unwritable = None
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
-            )
+            self._conn = self._open()
+        except sqlite3.Error as exc:
+            if not _cannot_write(exc):
+                raise _translate(exc, self.path) from None
+            self._unwritable = _translate(exc, self.path)
+            self._conn = self._open_for_reading()
+
+    def _connect(self, read_only=False):
+        if not read_only:
+            return sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        from urllib.request import pathname2url  # only when the store cannot be written
+
+        # readonly_shm: read the WAL without writing the -shm index it may need to create or grow.
+        return sqlite3.connect(f"file:{pathname2url(self.path)}?mode=ro&readonly_shm=1", uri=True,
+                               timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
+
+    def _open(self):
+        """The read-write connection, with the schema migrated."""
+        self._conn = conn = self._connect()
+        try:
             sync = os.environ.get("BRAIN_SYNCHRONOUS", "FULL").upper()
             if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
                 sync = "FULL"
-            self._conn.execute(f"PRAGMA synchronous = {sync}")
-            if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+            conn.execute(f"PRAGMA synchronous = {sync}")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
                 self._refuse_foreign()
                 self._migrate()
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_for_reading(self):
+        """A read-only connection, for a store that cannot be written now (full disk, read-only
+        file or file system): reads need no write, so they still work. ``write`` tries the
+        read-write connection again, and raises ``_unwritable`` if it still cannot."""
+        try:
+            self._conn = conn = self._connect(read_only=True)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error:
+            raise self._unwritable from None
+        if version == 0:  # nothing to read yet: the store was never set up
+            conn.close()
+            raise self._unwritable
+        if version < len(MIGRATIONS):
+            self._refuse_foreign()
+        return conn
+
+    def _reopen(self):
+        """Before a write on a store opened for reading: open it read-write again (the disk
+        may have been freed since), or raise why it still cannot be written."""
+        with self._mutex:
+            if self._unwritable is None:
+                return
+            # Closed first: SQLite shares one WAL index per file among a process's connections,
+            # and the reader's is read-only.
+            self._conn.close()
+            try:
+                self._open()
+            except sqlite3.Error as exc:
+                self._unwritable = _translate(exc, self.path)
+                self._conn = self._open_for_reading()
+                raise self._unwritable from None
+            self._unwritable = None
 
     def _prepare_file(self):
-        """Create the directory 0700 and a new file 0600.
+        """Create missing directories 0700 and a new file 0600, then refuse a store that is not ours.
 
         An existing file is left to SQLite, which refuses one that is not a
         database without writing to it (see ``_translate``). Opening and
@@ -370,22 +495,39 @@ class SQLiteStore:
         this process holds on the file, those of another open store
         included; another process would then take itself for the last
         connection and delete the WAL under that store ("disk I/O error").
+        So the checks look at paths (``lstat``), never open the file.
         """
         directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
             try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
+                private_dirs(directory)
+                info = os.stat(directory)
             except OSError as exc:
                 raise StoreError(f"cannot create the store directory {directory}: {exc.strerror}") from None
-        if os.path.exists(self.path):
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process created it first
         except OSError as exc:
-            raise StoreError(f"cannot create the job store {self.path}: {exc.strerror}") from None
-        os.close(fd)  # a new file: nobody in this process holds a lock on it yet
+            raise StoreError(f"cannot use the store directory {directory}: {exc.strerror}") from None
+        shared = os.environ.get(ALLOW_SHARED) == "1"
+        if not shared:
+            _refuse_unsafe_directory(directory, info)
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first
+            except OSError as exc:
+                raise StoreError(f"cannot create the job store {self.path}: {exc.strerror}") from None
+            else:
+                os.close(fd)  # a new file: nobody in this process holds a lock on it yet
+            info = os.lstat(self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot open the job store {self.path}: {exc.strerror}; check the path and its "
+                             "permissions") from None
+        if not shared:
+            _refuse_unsafe_files(self.path, info)
 
     def _refuse_foreign(self):
         """Before the first migration: refuse a file that is not ours to write.
@@ -422,7 +564,7 @@ class SQLiteStore:
                 self._conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()  # SQLite may have rolled back already: the error to report is this one
                 raise
 
     def _acquire(self):
@@ -485,8 +627,7 @@ class SQLiteStore:
         with self._wait_lock:
             try:
                 if self._watcher is None:
-                    self._watcher = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None,
-                                                    check_same_thread=False)
+                    self._watcher = self._connect(read_only=self._unwritable is not None)
                     self._seen = self._watcher.execute("PRAGMA data_version").fetchone()[0]
                     return True  # a fresh watcher may have missed a commit: look now
                 deadline = time.monotonic() + max(0.0, timeout)

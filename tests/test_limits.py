@@ -1,0 +1,45 @@
+"""Limits refused before any work: 10,001 sub-tasks and more (issue 12, item 11).
+
+argparse's time grows with the square of the number of repeated options (six seconds for
+10,000 ``--subtask``), so the count is checked on the raw command line, before argparse is
+even imported: a refusal costs what any bad input costs.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, store_snapshot
+from scripts.memory.validate import MAX_SUBTASKS
+
+pytestmark = pytest.mark.sqlite_only
+
+COUNT = """
+import json, sys
+from scripts.memory import cli
+rc = cli.main(json.loads(sys.stdin.read()))
+print(rc, "argparse" in sys.modules)
+"""
+
+
+def _create(subtasks):
+    argv = ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", *subtasks]
+    return subprocess.run([sys.executable, "-c", COUNT], input=json.dumps(argv), cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("spelling", ["--subtask q", "--subtask=q", "--sub q"])
+def test_too_many_subtasks_are_refused_before_parsing(db, spelling):
+    many = [part for _ in range(2 * MAX_SUBTASKS) for part in spelling.split(" ")]
+    proc = _create(many)
+    assert proc.stdout == "2 False\n", proc.stderr  # exit 2, and argparse never ran
+    assert proc.stderr == f"brain: error: {2 * MAX_SUBTASKS} sub-tasks; the limit is {MAX_SUBTASKS}\n"
+    assert store_snapshot(db) == []
+
+
+def test_a_few_subtasks_still_go_through_argparse(db):
+    proc = _create(["--subtask", "a", "--subtask=b", "--sub", "c"])
+    assert proc.stdout.splitlines()[-1] == "0 True", proc.stderr
+    assert [s["query"] for s in store_snapshot(db)[0]["sub_tasks"]] == ["a", "b", "c"]
