@@ -118,6 +118,15 @@ def test_untrusted_text_is_neutralised_before_a_terminal(brain):
     assert brain.json("job", "consolidate", job)["results"][0]["result"] == hostile
 
 
+def test_dispatch_leaves_the_worker_agents_own_model_unnamed(brain):
+    """haiku is the worker agent's own model: naming it in every call would cost the orchestrator bytes."""
+    front = (ROOT / "agents" / "subtask-worker.md").read_text().split("---")[1]
+    assert f"\nmodel: {prompts.DEFAULT_MODEL}\n" in front
+    job = create(brain)
+    for call in brain.json("job", "dispatch", job)["agent_calls"]:
+        assert set(call) == {"subagent_type", "description", "prompt", "run_in_background"}
+
+
 def test_dispatch_json_is_ready_for_the_agent_tool(brain):
     job = create(brain)
     out = brain.json("job", "dispatch", job, "--model", "sonnet", "--file", "api/routes.py")

@@ -118,9 +118,9 @@ def test_the_plugin_data_dir_is_private_even_when_the_host_made_it(host, tmp_pat
     session = recorded("stop.json", TMP="/tmp")["session_id"]
     code = ("import sys; from scripts.memory import jobs;"
             "j = jobs.create_job_with_subtasks(60, {'prompt': 'p'}, ['a']);"
-            "jobs.dispatch_job(j, session_id=sys.argv[1]);"
-            "s = jobs.get_job(j)['sub_tasks'][0];"
-            "jobs.update_subtask_status(j, 'sub_1', 'completed', 'r', agent_id=s['agent_id'])")
+            "call = jobs.dispatch_job(j, session_id=sys.argv[1])['agent_calls'][0];"
+            "credential = jobs.parse_subtask_prompt(call['prompt'])[2];"
+            "jobs.update_subtask_status(j, 'sub_1', 'completed', 'r', agent_id=credential)")
     subprocess.run([sys.executable, "-c", code, session], cwd=ROOT, check=True, timeout=60)
     out, _ = hook("stop", recorded("stop.json", TMP="/tmp"), env=env)
     assert out["decision"] == "block"

@@ -49,15 +49,21 @@ def worker_prompt(job_id: str, sub: dict, files) -> str:
     return f"{job_id} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']}{where}."
 
 
+DEFAULT_MODEL = "haiku"  # the worker agent's own ``model:`` (agents/subtask-worker.md)
+
+
 def agent_call(job_id: str, sub: dict, files, model: str) -> dict:
-    """One background sub-agent call, ready for the host's ``Agent`` tool."""
-    return {
-        "subagent_type": WORKER_AGENT,
-        "description": sub["sub_task_id"],
-        "prompt": worker_prompt(job_id, sub, files),
-        "model": model,
-        "run_in_background": True,
-    }
+    """One background sub-agent call, ready for the host's ``Agent`` tool.
+
+    ``model`` is named only when it is not the worker agent's own model: the
+    orchestrator reads and copies every byte of every call.
+    """
+    call = {"subagent_type": WORKER_AGENT, "description": sub["sub_task_id"],
+            "prompt": worker_prompt(job_id, sub, files)}
+    if model != DEFAULT_MODEL:
+        call["model"] = model
+    call["run_in_background"] = True
+    return call
 
 
 def parse_subtask_prompt(prompt):

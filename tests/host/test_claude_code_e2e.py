@@ -102,8 +102,8 @@ def output(run):
 @pytest.fixture(scope="module")
 def job(run, output):
     """The one job of the run, read straight from the plugin's SQLite file."""
-    dbs = [d / "jobs.db" for d in run["data_dirs"] if (d / "jobs.db").exists()]
-    assert len(dbs) == 1, f"expected one store under the plugin data dir, found {dbs}\n{_explain(run)}"
+    dbs = [run["home"] / ".brain" / "jobs.db"]
+    assert dbs[0].exists(), f"expected the store at ~/.brain/jobs.db (a terminal's too)\n{_explain(run)}"
     conn = sqlite3.connect(f"file:{dbs[0]}?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT job_id, status, sub_tasks, history, consolidated_result FROM jobs").fetchall()
@@ -139,14 +139,21 @@ def test_store_holds_three_completed_results(job):
     assert job["consolidated"]["completed"] == 3 and job["consolidated"]["failed"] == 0
 
 
-def test_hooks_and_bash_share_one_database(run, job):
-    # The store is the plugin data dir's, exported to Bash by SessionStart ...
+def test_hooks_bash_and_the_terminal_share_one_database(run, job):
+    # The store is ~/.brain/jobs.db, exported to Bash by SessionStart ...
     env_files = list((run["home"] / ".claude" / "session-env").rglob("sessionstart-hook-*.sh"))
     exported = "".join(p.read_text() for p in env_files)
     assert f"export BRAIN_DB={job['db']}\n" in exported, exported
-    # ... and no command fell back to another store.
-    assert not (run["home"] / ".brain").exists()
+    # ... no command fell back to another store ...
     assert len(list(run["base"].rglob("jobs.db"))) == 1
+    # ... the plugin's data directory is private ...
+    assert [oct(d.stat().st_mode & 0o777) for d in run["data_dirs"]] == ["0o700"]
+    # ... and a person at a terminal (no CLAUDE_* variables) sees the session's job through the launcher.
+    launcher = run["home"] / ".brain" / "bin" / "brain"
+    assert f"exec {ROOT / 'bin' / 'brain'} " in launcher.read_text()
+    listed = subprocess.run([str(launcher), "job", "list", "--all", "--json"], capture_output=True, text=True,
+                            timeout=30, env={"HOME": str(run["home"]), "PATH": os.environ["PATH"]})
+    assert [j["job_id"] for j in json.loads(listed.stdout)] == [job["job_id"]], listed.stderr
 
 
 def _launch_prompts(run) -> dict:
