@@ -2,10 +2,18 @@
 
 When a job dispatched in this session has every sub-task finished but its
 consolidated result has not been read since (no ``brain job consolidate``),
-the stop is blocked once with a reason that names the command. A stop that
+the hook answers once with a reminder that names the command. A stop that
 is already the continuation of a stop hook (``stop_hook_active``) is never
-blocked, and each job is reminded at most once per session, so this cannot
+reminded, and each job is reminded at most once per session, so this cannot
 loop.
+
+The reminder is ``hookSpecificOutput.additionalContext``, not
+``{"decision": "block"}``: the host continues the turn with it either way,
+but shows a block to the user as a problem ("Stop hook reported a problem",
+"Stop hook error") and tells the model "Stop hook blocking error", while
+additional context reads "Stop hook says: ..." (2.1.332; "Stop hook
+feedback: ..." in 2.1.197) and reaches the model as "Stop hook additional
+context: ...".
 """
 
 import json
@@ -57,12 +65,10 @@ def handle(payload: dict):
     ids = " ".join(row["job_id"] for row in pending)
     commands = "; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending)
     debug(f"stop: blocking once for {ids}")
-    return {
-        "decision": "block",
-        "reason": f"brain-jobs: every sub-task of job{'s' if len(pending) > 1 else ''} {ids} has finished "
-                  "but the results were not read. "
-                  f"Run {commands} and answer from it.",
-    }
+    reminder = (f"brain-jobs: every sub-task of job{'s' if len(pending) > 1 else ''} {ids} has finished "
+                "but the results were not read. "
+                f"Run {commands} and answer from it.")
+    return {"hookSpecificOutput": {"hookEventName": "Stop", "additionalContext": reminder}}
 
 
 if __name__ == "__main__":

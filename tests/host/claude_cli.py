@@ -76,3 +76,27 @@ def claude_binary() -> Path:
 @pytest.fixture(scope="session")
 def claude():
     return claude_binary()
+
+
+def netns_available() -> bool:
+    """Whether ``unshare -n`` works here (root or user namespaces), to run the CLI with loopback only."""
+    try:
+        return subprocess.run(["unshare", "-n", "--", "ip", "link", "set", "lo", "up"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def isolated_env(home: Path, tmp: Path, **extra) -> dict:
+    """A clean environment for the CLI: its own HOME, config and temp dirs, no telemetry or updates.
+
+    Nothing of the test process (``BRAIN_DB`` above all) leaks in; ``extra``
+    adds variables. With these set the CLI connects only to its base URL.
+    """
+    return {
+        "PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8",
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"), "CLAUDE_CODE_TMPDIR": str(tmp), "TMPDIR": str(tmp),
+        "ANTHROPIC_API_KEY": "dummy", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1", "DISABLE_BUG_COMMAND": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", **extra,
+    }

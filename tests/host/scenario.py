@@ -1,10 +1,14 @@
 """The scripted "models" of the end-to-end test, and the runner that plays them.
 
-Run as a script (by ``test_claude_code_e2e``), inside ``unshare -n`` when
-possible so loopback is the only network: it brings ``lo`` up, serves the
-fake Messages API on 127.0.0.1, runs ``claude -p`` with the plugin loaded,
-and leaves everything the test asserts on in ``--out``: the request log
-(``requests.jsonl``), the CLI's output and the network interfaces seen.
+Run as a script (by ``test_claude_code_e2e`` and ``test_marketplace_install``),
+inside ``unshare -n`` when possible so loopback is the only network: it brings
+``lo`` up, serves the fake Messages API on 127.0.0.1, runs ``claude -p`` with
+the plugin loaded, and leaves everything the test asserts on in ``--out``: the
+request log (``requests.jsonl``), the CLI's output and the network interfaces
+seen. The plugin is loaded either for this run only (``--plugin-dir``) or the
+way a user installs it (``--marketplace DIR``: ``claude plugin marketplace
+add DIR`` and ``claude plugin install``, then a run with no plugin flag); the
+install commands' output goes to ``install.json``.
 
 The replies are stateless: each request is answered from what it carries
 (system prompt, tools, earlier tool results), as the host interleaves the
@@ -118,6 +122,34 @@ def respond(rec):
     return text("ok")  # side requests of the host (titles, summaries)
 
 
+def worker_tool_lists(requests) -> list:
+    """The tool names of every worker request in a request log (``requests.jsonl`` rows)."""
+    return [sorted(t.get("name") for t in r["body"].get("tools") or [])
+            for r in requests if r.get("body") and WORKER_MARKER in system_text(r["body"])]
+
+
+def install_from_marketplace(claude, source, env, cwd, out: Path) -> bool:
+    """Add ``source`` as a marketplace and install the plugin it lists, as a user would.
+
+    Writes each command with its exit code and output to ``out/install.json``;
+    returns whether both succeeded.
+    """
+    name = json.loads((Path(source) / ".claude-plugin" / "marketplace.json").read_text())["name"]
+    steps = []
+    for cmd in ([claude, "plugin", "marketplace", "add", source],
+                [claude, "plugin", "install", f"brain-jobs@{name}"]):
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+            steps.append({"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
+        except subprocess.TimeoutExpired:
+            steps.append({"cmd": cmd, "rc": "timeout", "stdout": "", "stderr": ""})
+        if steps[-1]["rc"] != 0:
+            break
+    (out / "install.json").write_text(json.dumps(steps, indent=1))
+    return len(steps) == 2 and steps[-1]["rc"] == 0
+
+
 def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,10 +158,15 @@ def run(args) -> int:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
     (out / "links.txt").write_text(links.stdout)
     env = json.loads(Path(args.env).read_text())
+    plugin = ["--plugin-dir", args.plugin_dir] if args.plugin_dir else []
     with FakeAnthropic(responder=respond) as api:
         env["ANTHROPIC_BASE_URL"] = api.url
-        cmd = [args.claude, "-p", PROMPT, "--output-format", "json", "--plugin-dir", args.plugin_dir,
-               *json.loads(args.extra)]
+        # With a base URL set the install commands do not look up api.anthropic.com
+        # (offline, 2.1.332 retries that for about 17 s per command, then goes on).
+        if args.marketplace and not install_from_marketplace(args.claude, args.marketplace, env, args.cwd, out):
+            return 1
+        cmd = [args.claude, "-p", PROMPT, "--output-format", "json", *plugin, *json.loads(args.extra)]
+        (out / "claude.cmd").write_text(json.dumps(cmd))
         try:
             proc = subprocess.run(cmd, cwd=args.cwd, env=env, capture_output=True, text=True,
                                   timeout=args.timeout, stdin=subprocess.DEVNULL)
@@ -148,8 +185,11 @@ def run(args) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    for name in ("--claude", "--plugin-dir", "--cwd", "--out", "--env"):
+    for name in ("--claude", "--cwd", "--out", "--env"):
         parser.add_argument(name, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--plugin-dir", help="load the plugin from this directory for this run only")
+    source.add_argument("--marketplace", help="install the plugin from this marketplace directory first")
     parser.add_argument("--extra", default="[]", help="JSON list of extra claude arguments")
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--netns", action="store_true", help="bring lo up first (inside unshare -n)")

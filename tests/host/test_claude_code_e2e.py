@@ -224,6 +224,15 @@ def test_stop_hook_reminded_once_and_the_result_was_read(run, job, output):
     assert "consolidate" in output["result"]
 
 
+def test_workers_get_exactly_the_tools_their_definition_names(run):
+    # The host gives a worker only the tools of its frontmatter that the session has.
+    from tests.test_plugin_manifest import frontmatter
+
+    named = sorted(t.strip() for t in frontmatter(ROOT / "agents" / "subtask-worker.md")["tools"].split(","))
+    received = scenario.worker_tool_lists(run["requests"])
+    assert received and all(tools == named for tools in received), (named, received)
+
+
 def test_no_request_left_loopback(run):
     requests = run["requests"]
     assert requests and all(r["client"] == "127.0.0.1" for r in requests)
