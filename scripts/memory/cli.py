@@ -19,7 +19,7 @@ EPILOG = """examples:
   job=$(brain job create -q --distributed --ttl 300 --prompt "Validate endpoints" \\
         --subtask "GET /health" --subtask "POST /auth")
   brain job dispatch $job --json
-  brain job update $job sub_1 --agent-id ID --status completed --result "[200 OK]"
+  brain job update $job sub_1 --agent-id CREDENTIAL --status completed --result '[200 OK]'
   brain job subtasks $job
   brain job dispatch $job --executor http --base-url http://127.0.0.1:8080   # headless, no host
   brain job watch $job
