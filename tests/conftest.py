@@ -47,7 +47,8 @@ BACKENDS = ("sqlite", "postgres")
 # backends. acceptance: the command line as a subprocess, the plugin's hooks, the real host.
 TIERS = {
     "unit": (
-        "test_unit_api.py", "test_unit_pool.py", "test_unit_tiers.py", "test_cli_fast_path.py",
+        "test_unit_api.py", "test_unit_pool.py", "test_unit_memory_store.py", "test_unit_tiers.py",
+        "test_cli_fast_path.py",
     ),
     "integration": (
         "test_store_contract.py", "test_store.py", "test_postgres.py", "test_layout.py", "test_codec.py",
