@@ -87,7 +87,8 @@ class Store(Protocol):
     """An open store: one connection's worth of a job table. Safe to share between threads."""
 
     def read(self, job_id: str) -> Optional[dict]:
-        """The row as last committed, or None; taken without waiting for writers."""
+        """The row as last committed, or None. It takes no write lock: a writer on another
+        connection never delays it (threads sharing one store take turns on its connection)."""
 
     def read_all(self, active_only: bool = False) -> list[dict]:
         """Every committed row (only pending and running ones with ``active_only``), newest first:
