@@ -69,7 +69,7 @@ def _finished_at(row) -> str:
     """When a finished job's retention starts: its consolidation, else its expiry (as the SQL stores say)."""
     summary = row["consolidated_result"]
     at = summary.get("consolidated_at") if isinstance(summary, dict) else None
-    return at or row["expires_at"]
+    return row["expires_at"] if at is None else at
 
 
 def _claimable(sub, pool, now) -> bool:
