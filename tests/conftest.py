@@ -11,7 +11,12 @@ file itself are marked ``sqlite_only`` and run once. Without a reachable
 server the postgres run skips, saying why; with ``CI=true`` it fails.
 ``BRAIN_TEST_DATABASE_URL`` names the server (default
 ``postgresql://postgres@127.0.0.1:5432/test``); ``BRAIN_TEST_BACKENDS=sqlite``
-limits a local run to one backend.
+limits a local run to one backend. A test opts into other backends with
+``@pytest.mark.backends(...)``: the unit tests run on ``memory`` (the
+in-process store, ``memory://``) alone, the storage contract on all three.
+
+Three tiers, each runnable alone (``./run-tests -m unit``): ``TIERS`` below
+says which file is which (see docs/testing.md).
 """
 
 import json
@@ -37,10 +42,55 @@ _HOST_VARS = ("BRAIN_DB", "BRAIN_DATABASE_URL", "BRAIN_CONFIG", "BRAIN_NOW", "CL
 PG_URL = os.environ.get("BRAIN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgres")
 
+# Each test file's tier. unit: the rules and the API on the in-memory store, no subprocess,
+# seconds in all. integration: the API, the stores, executors, runners and workers on the real
+# backends. acceptance: the command line as a subprocess, the plugin's hooks, the real host.
+TIERS = {
+    "unit": (
+        "test_unit_api.py", "test_unit_pool.py", "test_unit_memory_store.py", "test_unit_tiers.py",
+        "test_cli_fast_path.py",
+    ),
+    "integration": (
+        "test_store_contract.py", "test_store.py", "test_postgres.py", "test_layout.py", "test_codec.py",
+        "test_concurrency.py", "test_load.py", "test_crash_safety.py", "test_deadlines.py", "test_ttl.py",
+        "test_retry_ownership.py", "test_hostile_lifecycle.py", "test_config.py", "test_executors.py",
+        "test_executors_anthropic.py", "test_confinement.py", "test_runner.py", "test_runner_support.py",
+        "test_worker.py", "fakes/test_fake_anthropic.py",
+    ),
+    "acceptance": (
+        "test_cli.py", "test_hostile.py", "test_create_inputs.py", "test_watch.py", "test_wait.py",
+        "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
+        "host/test_claude_code_e2e.py",
+    ),
+}
+UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)
+_TIER_OF = {name: tier for tier, names in TIERS.items() for name in names}
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file itself; it runs once")
     config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL backend itself")
+    config.addinivalue_line("markers", "backends(*names): the backends the test runs on, among memory, sqlite and "
+                                       "postgres (default: sqlite and postgres)")
+    config.addinivalue_line("markers", "unit: the rules and the API on the in-memory store (tests/conftest.py TIERS)")
+    config.addinivalue_line("markers", "integration: the API and the processes on the real backends (TIERS)")
+    config.addinivalue_line("markers", "acceptance: the CLI as a subprocess, the plugin hooks, the real host (TIERS)")
+
+
+def tier_of(path) -> str:
+    """The tier of a test file (a path), as ``TIERS`` names it relative to ``tests/``."""
+    try:
+        relative = Path(path).resolve().relative_to(ROOT / "tests").as_posix()
+    except ValueError:  # a test outside tests/
+        return UNLISTED_TIER
+    return _TIER_OF.get(relative, UNLISTED_TIER)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects on the markers
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its file's tier."""
+    for item in items:
+        item.add_marker(tier_of(item.path))
 
 
 def pytest_generate_tests(metafunc):
@@ -49,7 +99,11 @@ def pytest_generate_tests(metafunc):
         return
     wanted = os.environ.get("BRAIN_TEST_BACKENDS", "sqlite,postgres").split(",")
     names = [b for b in BACKENDS if b in wanted] or ["sqlite"]
-    if metafunc.definition.get_closest_marker("sqlite_only"):
+    chosen = metafunc.definition.get_closest_marker("backends")
+    if chosen:
+        # The in-process store needs nothing and is always there; the real ones follow BRAIN_TEST_BACKENDS.
+        names = [b for b in chosen.args if b == "memory" or b in wanted] or list(chosen.args[:1])
+    elif metafunc.definition.get_closest_marker("sqlite_only"):
         names = ["sqlite"]
     elif metafunc.definition.get_closest_marker("postgres_only"):
         names = ["postgres"]
@@ -100,7 +154,7 @@ def _drop_schema(schema):
 
 @pytest.fixture
 def backend(request):
-    """``sqlite`` or ``postgres``: the store this run of the test uses."""
+    """``sqlite``, ``postgres`` or ``memory``: the store this run of the test uses."""
     name = getattr(request, "param", "sqlite")
     if name == "postgres":
         reason = _postgres_unreachable()
@@ -119,8 +173,9 @@ def postgres_url(schema):
 
 @pytest.fixture(autouse=True)
 def brain_home(tmp_path, monkeypatch, backend):
-    """An isolated HOME and a fresh store for each test; yields the store:
-    the SQLite path (a ``Path``) or, on the postgres run, the URL of a fresh schema."""
+    """An isolated HOME and a fresh store for each test; yields the store: the SQLite path
+    (a ``Path``), on the postgres run the URL of a fresh schema, on the memory run a fresh
+    ``memory://`` name (its data goes when ``close_stores`` closes the last store on it)."""
     home = tmp_path / "home"
     home.mkdir()
     for name in _HOST_VARS:
@@ -133,6 +188,9 @@ def brain_home(tmp_path, monkeypatch, backend):
     if backend == "postgres":
         schema = f"brain_t_{secrets.token_hex(6)}"
         db = postgres_url(schema)
+        monkeypatch.setenv("BRAIN_DATABASE_URL", db)
+    elif backend == "memory":
+        db = f"memory://test-{secrets.token_hex(6)}"
         monkeypatch.setenv("BRAIN_DATABASE_URL", db)
     yield db
     jobs.close_stores()
