@@ -57,8 +57,10 @@ def handle(payload: dict):
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(reminded + [row["job_id"] for row in pending], fh)
     os.replace(tmp, path)
-    ids = " ".join(row["job_id"] for row in pending)
-    commands = "; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending)
+    from scripts.memory.render import printable  # the reason reaches the agent's prompt
+
+    ids = printable(" ".join(row["job_id"] for row in pending))
+    commands = printable("; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending))
     debug(f"stop: blocking once for {ids}")
     return {
         "decision": "block",

@@ -14,7 +14,6 @@ runner died still ends, at its deadline. All waiting happens in
 ``wait_for_change``.
 """
 
-import json
 import time
 
 from . import clock, jobs, render
@@ -67,7 +66,7 @@ class _Lines:
 
     def sub_line(self, sub):
         detail = sub["result"] if sub["status"] in FINAL else sub["agent_id"] if sub["status"] == "running" else ""
-        text = f"{self.glyph(sub['status'])} {sub['sub_task_id']} {sub['status']}"
+        text = f"{self.glyph(sub['status'])} {render.printable(sub['sub_task_id'])} {sub['status']}"
         return text + (f": {render.printable(detail)}" if detail else "")
 
     def start(self, row):
@@ -143,12 +142,11 @@ class _Json(_Lines):
             self.emit(sub)
 
     def emit(self, sub):
-        self.write(json.dumps({k: sub[k] for k in ("sub_task_id", "status", "agent_id", "result")},
-                              ensure_ascii=False, separators=(",", ":")))
+        self.write(render.json_text({k: sub[k] for k in ("sub_task_id", "status", "agent_id", "result")}))
 
     def end(self, row):
         summary = row["consolidated_result"] or jobs.state.summary(row, clock.now())
-        self.write(json.dumps(summary, ensure_ascii=False, separators=(",", ":")))
+        self.write(render.json_text(summary))
 
 
 def watch(job_id, stream, db=None, tty=None, as_json=False) -> int:
