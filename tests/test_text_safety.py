@@ -1,6 +1,6 @@
 """Text is inert: nothing invisible or direction-changing reaches a terminal or a prompt raw.
 
-One class of characters (``render.INVISIBLE``), one neutralisation for text
+One class of characters (``render.invisible()``), one neutralisation for text
 (``render.printable``), one for JSON (``render.json_text``), used by every
 output: each command's text and ``--json``, ``dispatch``'s Agent calls, the
 runner's and the worker's logs, error lines, and the hooks' words to the
@@ -29,7 +29,7 @@ FORMAT_ONLY = HOSTILE.replace("\x1b", "").replace("\x85", "")  # what a prompt m
 
 def invisible(text):
     """The characters of ``text`` a screen would not show as themselves (line breaks aside)."""
-    return [f"U+{ord(c):04X}" for c in render.INVISIBLE.findall(text.replace("\n", ""))]
+    return [f"U+{ord(c):04X}" for c in render.invisible().findall(text.replace("\n", ""))]
 
 
 # -- the class ---------------------------------------------------------------------
@@ -45,7 +45,7 @@ def test_the_class_is_every_control_format_separator_surrogate_and_ignorable_cha
     expected = {cp for cp in range(0x110000)
                 if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Zl", "Zp", "Cs") or cp in IGNORABLE}
     everything = "".join(map(chr, range(0x110000)))
-    matched = {ord(c) for c in render.INVISIBLE.findall(everything)}
+    matched = {ord(c) for c in render.invisible().findall(everything)}
     # Characters a later Unicode made format controls (Egyptian hieroglyph format controls) count too.
     assert matched - expected <= set(range(0x13430, 0x13440))
     assert expected - matched == set()

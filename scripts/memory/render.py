@@ -4,7 +4,7 @@ Queries and results are untrusted text. ``printable`` is the one
 neutralisation of every text output (this module's layouts, ``list``,
 ``get``, ``history``, ``watch``, the runner and worker logs, the hooks'
 words to the agent): every invisible or direction-changing character
-(``INVISIBLE``) becomes a visible escape, so a result cannot move the
+(``invisible()``) becomes a visible escape, so a result cannot move the
 cursor, recolour the screen, reorder or hide text, or slip a line into a
 prompt. ``json_text`` does the same for JSON output, as ``\\uXXXX`` escapes
 that any JSON reader decodes back to the same value.
@@ -30,7 +30,7 @@ LABELS = {
 # invisible vowels, variation selectors (an emoji can carry a hidden message in
 # them), the combining grapheme joiner. tests/test_text_safety.py checks this
 # class against ``unicodedata`` for every code point.
-INVISIBLE = re.compile(
+_INVISIBLE = (
     "["
     "\x00-\x1f\x7f-\x9f"                         # Cc
     "\u00ad\u034f\u061c\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
@@ -42,6 +42,15 @@ INVISIBLE = re.compile(
     "\U000e0000-\U000e0fff"                        # tags, variation selectors supplement
     "]"
 )
+_invisible = None
+
+
+def invisible() -> "re.Pattern":
+    """The class above, compiled at its first use (a report never needs it)."""
+    global _invisible
+    if _invisible is None:
+        _invisible = re.compile(_INVISIBLE)
+    return _invisible
 
 
 def _escape(match) -> str:
@@ -50,11 +59,11 @@ def _escape(match) -> str:
 
 
 def printable(text) -> str:
-    """Untrusted text made inert: each ``INVISIBLE`` character becomes a visible escape
+    """Untrusted text made inert: each ``invisible()`` character becomes a visible escape
     (``\\x1b``, ``\\u202e``, ``\\U000e0041``), so the result is one line that shows all it holds."""
     if text is None:
         return ""
-    return INVISIBLE.sub(_escape, str(text))
+    return invisible().sub(_escape, str(text))
 
 
 def _json_escape(match) -> str:
@@ -69,12 +78,12 @@ def _json_escape(match) -> str:
 
 def json_text(value, indent=None) -> str:
     """``value`` as JSON for output: compact (or indented), non-ASCII text as is, but every
-    ``INVISIBLE`` character escaped as ``\\uXXXX``. A JSON reader gets the same value back;
+    ``invisible()`` character escaped as ``\\uXXXX``. A JSON reader gets the same value back;
     a terminal or a prompt that shows the text gets nothing invisible. (Outside strings
     JSON has only ASCII punctuation, spaces and, indented, line breaks, which stay;
     inside a string an escape means the same character.)"""
     separators = None if indent else (",", ":")
-    return INVISIBLE.sub(_json_escape, json.dumps(value, ensure_ascii=False, indent=indent, separators=separators))
+    return invisible().sub(_json_escape, json.dumps(value, ensure_ascii=False, indent=indent, separators=separators))
 
 
 def language() -> str:

@@ -10,7 +10,7 @@ import math
 import re
 
 from .errors import InvalidInput
-from .render import INVISIBLE, printable as _inert
+from .render import invisible, printable as _inert
 
 MAX_QUERY = 500
 MAX_RESULT = 200
@@ -112,9 +112,9 @@ def query(value) -> str:
 
     Refused: every control character (tab and newline too: a query is one line
     of a worker's prompt) and every invisible or direction-changing character
-    (``render.INVISIBLE``), so what a person reads is what the worker gets.
+    (``render.invisible()``), so what a person reads is what the worker gets.
     """
-    return _text(value, "sub-task query", MAX_QUERY, INVISIBLE)
+    return _text(value, "sub-task query", MAX_QUERY, invisible())
 
 
 def prompt(value) -> str:
@@ -131,7 +131,7 @@ def tools_required(values) -> list:
         raise InvalidInput("tools_required must be a list of names")
     if len(values) > MAX_TOOLS:
         raise InvalidInput(f"tools_required has {len(values)} names; the limit is {MAX_TOOLS}")
-    return [_text(v, "tool name", MAX_TOOL_NAME, INVISIBLE) for v in values]
+    return [_text(v, "tool name", MAX_TOOL_NAME, invisible()) for v in values]
 
 
 def subtasks(values) -> list:
