@@ -154,6 +154,20 @@ def test_the_runner_log_is_inert(db, tmp_path):
     assert not invisible(text) and "a\\u2028b\\U000e006f\\U000e006b.txt" in text, text
 
 
+def test_a_runner_whose_output_is_ascii_logs_escapes_and_finishes_every_sub_task(db, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "é✓.txt").write_text("needle haystack\n")
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["needle", "haystack"], db=db)
+    proc = cli("job", "dispatch", job, "--executor", "grep", "--concurrency", "1", "--file", ".", cwd=src,
+               env={"PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0, proc.stderr
+    log = dispatch_event(job, db)["runner"]["log"]
+    text = wait_until(lambda: _read_when(log, ": done, ") or _read_when(log, "Traceback"), what="the runner's end")
+    assert "Traceback" not in text and "\\xe9\\u2713.txt" in text, text
+    assert [s["status"] for s in jobs.get_job(job, db=db)["sub_tasks"]] == ["completed", "completed"]
+
+
 def _read_when(path, mark):
     with open(path, encoding="utf-8") as f:
         text = f.read()

@@ -9,7 +9,7 @@ Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the traceback.
 import os
 import sys
 
-from . import commands
+from . import commands, render
 from .errors import BrainError, InvalidInput
 
 EPILOG = """examples:
@@ -257,17 +257,9 @@ def _fast_args(argv):
     return _FastArgs(values)
 
 
-def _tolerant_output() -> None:
-    """Write what the output encoding cannot (``PYTHONIOENCODING=ascii``, a C locale) as
-    backslash escapes (``\\u25cb``) instead of failing with a traceback."""
-    for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    _tolerant_output()
+    render.tolerant_output()
     try:
         args = _fast_args(argv)
         if args is None:
@@ -278,9 +270,7 @@ def main(argv=None) -> int:
     except BrainError as exc:
         if os.environ.get("BRAIN_DEBUG"):
             raise
-        from .render import printable  # one line, whatever the message quotes
-
-        print(f"brain: error: {printable(exc)}", file=sys.stderr)
+        print(f"brain: error: {render.printable(exc)}", file=sys.stderr)  # one line, whatever it quotes
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

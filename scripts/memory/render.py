@@ -86,6 +86,15 @@ def json_text(value, indent=None) -> str:
     return invisible().sub(_json_escape, json.dumps(value, ensure_ascii=False, indent=indent, separators=separators))
 
 
+def tolerant_output() -> None:
+    """Make stdout and stderr write what their encoding cannot (``PYTHONIOENCODING=ascii``,
+    a C locale) as backslash escapes (``\\u25cb``) instead of raising: called first by
+    every process that prints (the CLI, the runner)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def language() -> str:
     """``pt`` when the locale is Portuguese, else ``en`` (LC_ALL > LC_MESSAGES > LANG > LANGUAGE)."""
     for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
