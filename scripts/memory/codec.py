@@ -104,7 +104,7 @@ def use_orjson() -> bool:
 
 
 # ``raw.translate(_DIGITS)`` turns every digit into "0" and every other byte into a space, so
-# a run of 19 digits is one substring search (a regular expression costs several times more).
+# a run of 19 digits is one substring search, cheaper than a regular expression.
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_NUMBER = b"0" * 19  # -2**63 has 19 digits; every integer of 18 digits fits in 64 bits
 
