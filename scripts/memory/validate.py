@@ -230,7 +230,7 @@ def _parse_data(text: str):
 def _json_int(digits: str) -> int:
     # Checked before int(): Python refuses to convert more than 4,300 digits.
     if len(digits.lstrip("-")) > 19:
-        raise InvalidInput(f"--data holds an integer of {len(digits.lstrip('-'))} digits: " + _INT_RANGE)
+        raise InvalidInput(f"--data holds an integer of {len(digits.lstrip('-'))} digits, {_INT_RANGE}")
     return int(digits)
 
 
@@ -238,7 +238,7 @@ def _json_constant(name: str):
     raise InvalidInput(f"--data holds {name}, which is not JSON: use a number or null")
 
 
-_INT_RANGE = f"integers must lie within 64 bits ({MIN_INT} to {MAX_INT}); write a bigger one as text"
+_INT_RANGE = f"outside the signed 64-bit range: use {MIN_INT} to {MAX_INT}, or write it as text"
 
 
 def _check_json(value) -> None:
@@ -257,7 +257,7 @@ def _check_json(value) -> None:
             continue
         elif isinstance(item, int):
             if not MIN_INT <= item <= MAX_INT:
-                raise InvalidInput(f"{_where(place)} is an integer of {item.bit_length()} bits: {_INT_RANGE}")
+                raise InvalidInput(f"{_where(place)} is an integer {_INT_RANGE}")
         elif isinstance(item, float):
             _json_float(item, place)
         elif isinstance(item, (dict, list)):
