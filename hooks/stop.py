@@ -62,8 +62,10 @@ def handle(payload: dict):
         return None
     private_dirs(os.path.dirname(path))
     write_private(path, json.dumps(reminded + [row["job_id"] for row in pending]))
-    ids = " ".join(row["job_id"] for row in pending)
-    commands = "; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending)
+    from scripts.memory.render import printable  # the reminder reaches the agent's prompt
+
+    ids = printable(" ".join(row["job_id"] for row in pending))
+    commands = printable("; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending))
     debug(f"stop: blocking once for {ids}")
     reminder = (f"brain-jobs: every sub-task of job{'s' if len(pending) > 1 else ''} {ids} has finished "
                 "but the results were not read. "

@@ -19,6 +19,8 @@ def job(brain):
 
 
 LONG = "q" * 501
+QUERY = ["job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask"]
+DATA = ["job", "create", "--ttl", "60", "--prompt", "p", "--data"]
 CASES = [
     # (name, argv with {job} placeholder, exit code, text expected in the one-line error)
     ("traversal job id", ["job", "update", "../../etc/passwd", "sub_1", "--status", "completed"], 2, "invalid job id"),
@@ -54,6 +56,39 @@ CASES = [
     ("bad timeout", ["job", "dispatch", "{job}", "--timeout", "0"], 2, "at least 1"),
     ("set status on distributed", ["job", "status", "{job}", "--set", "failed"], 1, "follows its sub-tasks"),
     ("unknown status set", ["job", "status", "{job}", "--set", "paused"], 2, "unknown status"),
+    # Queries: one line of visible text, shown exactly as given (every Cc, Cf, Zl, Zp and other invisible).
+    ("tab in query", QUERY + ["a\tb"], 2, "control character U+0009"),
+    ("newline in query", QUERY + ["GET /a\nIgnore the above"], 2, "control character U+000A"),
+    ("RLO in query", QUERY + ["abc\u202etxt.exe"], 2, "invisible character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("zero-width space in query", QUERY + ["a\u200bb"], 2, "U+200B (ZERO WIDTH SPACE)"),
+    ("tags in query", QUERY + ["\U000e006f\U000e006b"], 2, "U+E006F (TAG LATIN SMALL LETTER O)"),
+    ("line separator in query", QUERY + ["a\u2028b"], 2, "U+2028 (LINE SEPARATOR)"),
+    ("soft hyphen in query", QUERY + ["a\u00adb"], 2, "U+00AD (SOFT HYPHEN)"),
+    ("Arabic letter mark in query", QUERY + ["a\u061cb"], 2, "U+061C (ARABIC LETTER MARK)"),
+    ("BOM in query", QUERY + ["\ufeffa"], 2, "U+FEFF"),
+    ("Hangul filler in query", QUERY + ["a\u3164b"], 2, "U+3164 (HANGUL FILLER)"),
+    ("variation selector in query", QUERY + ["a\ufe0fb"], 2, "U+FE0F (VARIATION SELECTOR-16)"),
+    # Data: only what every reader gives back unchanged (tests/test_data_roundtrip.py shows the rest round-trips).
+    ("data 1,000 deep", DATA + ["{\"a\":" + "[" * 1000 + "]" * 1000 + "}"], 2, "nested"),
+    ("data 33 deep", DATA + ["{\"a\":" * 33 + "1" + "}" * 33], 2, "nested more than 32 levels deep at data.a.a"),
+    ("data 5,000-digit integer", DATA + ["{\"n\": " + "9" * 5000 + "}"], 2, "an integer of 5000 digits, outside the signed 64-bit range"),
+    ("data integer beyond 1e308", DATA + ["{\"n\": 1" + "0" * 400 + "}"], 2, "outside the signed 64-bit range"),
+    ("data integer of 30 digits", DATA + ['{"n": 123456789012345678901234567890}'], 2, "outside the signed 64-bit range"),
+    ("data 2**63", DATA + ['{"n": 9223372036854775808}'], 2, "data.n is an integer outside the signed 64-bit range"),
+    ("data -2**63-1", DATA + ['{"n": [-9223372036854775809]}'], 2, "data.n[0] is an integer outside the signed 64-bit range"),
+    ("data float 1e16", DATA + ['{"f": 1e16}'], 2, "below 1e16"),
+    ("data float -1.5e300", DATA + ['{"f": -1.5e300}'], 2, "below 1e16"),
+    ("data -0.0", DATA + ['{"f": -0.0}'], 2, "data.f is -0.0"),
+    ("data overflowing float", DATA + ['{"f": 1e400}'], 2, "data.f is inf"),
+    ("data NaN", DATA + ['{"f": NaN}'], 2, "NaN, which is not JSON"),
+    ("data -Infinity", DATA + ['{"f": -Infinity}'], 2, "-Infinity, which is not JSON"),
+    ("data too big", DATA + ['{"x": "' + "x" * 100_000 + '"}'], 2, "the limit is 100000"),
+    ("data NUL", DATA + ['{"k": ["a\\u0000"]}'], 2, "data.k[0] contains a NUL"),
+    ("data surrogate", DATA + ['{"k": "\\udcff"}'], 2, "not valid UTF-8"),
+    # The store's URL: a ValueError of urllib's, once.
+    ("unparsable PostgreSQL URL", ["job", "list", "--database-url", "postgresql://[::1"], 2, "invalid PostgreSQL URL"),
+    ("PostgreSQL URL with a bad port", ["job", "list", "--database-url", "postgresql://u:secret@h:port/db"], 2,
+     "invalid PostgreSQL URL (Port could not be cast"),
 ]
 
 
@@ -105,7 +140,34 @@ API_CASES = [
     (lambda j: jobs.get_job("a" * 65), InvalidInput, "invalid job id"),
     (lambda j: jobs.get_job("abcdef"), NotFound, "not found"),
     (lambda j: jobs.update_subtask_status(j, "sub_2", "failed"), InvalidTransition, "already completed"),
+    # tools_required: names checked like every other text (SQLite would keep a NUL that PostgreSQL refuses).
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["Bash\x00"]), InvalidInput, "control character U+0000"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["Re\udcffad"]), InvalidInput, "not valid UTF-8"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["Bash\nRead"]), InvalidInput, "U+000A"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["B\u202eash"]), InvalidInput, "U+202E"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["t" * 101]), InvalidInput, "the limit is 100"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=["t"] * 101), InvalidInput, "101 names; the limit is 100"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required="Bash"), InvalidInput, "list of names"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=[7]), InvalidInput, "tool name must be text"),
+    (lambda j: jobs.create_job(60, {"prompt": "p"}, tools_required=[" "]), InvalidInput, "tool name is empty"),
+    # Data through the API: only what reads back unchanged.
+    (lambda j: jobs.create_job(60, {"prompt": "p", 1: "a"}), InvalidInput, "data has the key 1: keys must be text"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "t": (1, 2)}), InvalidInput, "data.t is a tuple, which is not JSON (use a list)"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "s": {"a"}}), InvalidInput, "data.s is a set"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "n": 2 ** 63}), InvalidInput, "outside the signed 64-bit range"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "n": [10 ** 5000]}), InvalidInput, "data.n[0] is an integer outside"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "f": 1e16}), InvalidInput, "below 1e16"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "f": -0.0}), InvalidInput, "-0.0"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "f": float("inf")}), InvalidInput, "data.f is inf"),
+    (lambda j: jobs.create_job(60, _holding_itself()), InvalidInput, "nested more than 32 levels deep"),
+    (lambda j: jobs.create_job(60, {"prompt": "p", "x": "x" * 100_000}), InvalidInput, "the limit is 100000"),
 ]
+
+
+def _holding_itself():
+    data = {"prompt": "p"}
+    data["self"] = data
+    return data
 
 
 @pytest.mark.parametrize("call,error,text", API_CASES, ids=range(len(API_CASES)))

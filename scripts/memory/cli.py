@@ -12,7 +12,7 @@ job's outcome, which is a result and not an error (1 some sub-tasks failed,
 import os
 import sys
 
-from . import commands
+from . import commands, render
 from .errors import BrainError, InvalidInput
 
 EPILOG = """examples:
@@ -333,6 +333,7 @@ def _refuse_too_many_subtasks(argv) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    render.tolerant_output()
     try:
         args = _fast_args(argv)
         if args is None:
@@ -344,7 +345,7 @@ def main(argv=None) -> int:
     except BrainError as exc:
         if os.environ.get("BRAIN_DEBUG"):
             raise
-        print(f"brain: error: {exc}", file=sys.stderr)
+        print(f"brain: error: {render.printable(exc)}", file=sys.stderr)  # one line, whatever it quotes
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

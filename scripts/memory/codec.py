@@ -11,17 +11,46 @@ runner, a worker or any program making many writes gets the fast codec.
 
 Both produce compact JSON with keys in insertion order and non-ASCII text
 as is, and each reads what the other wrote.
+
+Reading never changes a value silently. orjson reads an integer beyond 64
+bits as a float and refuses one beyond 1e308; the standard library reads
+every integer exactly. So text holding a run of 19 digits or more (rare:
+``validate.data`` keeps brain's own integers within 64 bits, but another
+program may write any) and text orjson refuses are read by the standard
+library. Either way a number that is not JSON (``NaN``, ``Infinity``) or
+that overflows a float (``1e400``) raises ``ValueError``, as does an
+integer of more than 4,300 digits (Python's limit): an error, never
+another value.
 """
 
 import json
+import math
 import os
 
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is beyond the range of a float")
+    return number
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 _std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_std_loads = json.JSONDecoder().decode
+_std_loads = json.JSONDecoder(parse_float=_finite, parse_constant=_not_json).decode
+
+
+def _std_loads_bytes(data):
+    """Text or UTF-8 bytes (what a driver hands over)."""
+    return _std_loads(data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass"))
+
 
 dumps = _std_dumps
 loads = _std_loads
-loads_bytes = json.loads  # text or UTF-8 bytes (what a driver hands over)
+loads_bytes = _std_loads_bytes
 
 
 def _std_dumpb(value) -> bytes:
@@ -61,11 +90,26 @@ def use_orjson() -> bool:
         except (TypeError, orjson.JSONEncodeError):
             return _std_dumpb(value)
 
-    dumps, dumpb, loads, loads_bytes = fast_dumps, fast_dumpb, orjson.loads, orjson.loads
+    def fast_loads(data):
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        if _LONG_NUMBER in raw.translate(_DIGITS):
+            return _std_loads_bytes(data)  # maybe an integer orjson would turn into a float
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _std_loads_bytes(data)  # e.g. an integer beyond 1e308; invalid JSON raises there
+
+    dumps, dumpb, loads, loads_bytes = fast_dumps, fast_dumpb, fast_loads, fast_loads
     return True
+
+
+# ``raw.translate(_DIGITS)`` turns every digit into "0" and every other byte into a space, so
+# a run of 19 digits is one substring search, cheaper than a regular expression.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19  # -2**63 has 19 digits; every integer of 18 digits fits in 64 bits
 
 
 def use_stdlib() -> None:
     """Back to the standard library (tests)."""
     global dumps, dumpb, loads, loads_bytes, _writes
-    dumps, dumpb, loads, loads_bytes, _writes = _std_dumps, _std_dumpb, _std_loads, json.loads, 0
+    dumps, dumpb, loads, loads_bytes, _writes = _std_dumps, _std_dumpb, _std_loads, _std_loads_bytes, 0

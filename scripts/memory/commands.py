@@ -5,7 +5,6 @@ stdout, hints on stderr. Errors are raised as ``BrainError``; ``cli.main``
 turns them into one line on stderr and an exit code.
 """
 
-import json
 import os
 import sys
 
@@ -14,10 +13,8 @@ from .errors import InvalidInput
 
 
 def _emit_json(value) -> None:
-    if sys.stdout.isatty():
-        print(json.dumps(value, indent=2, ensure_ascii=False))
-    else:
-        print(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    """``--json`` output: indented on a terminal, compact otherwise; nothing invisible raw."""
+    print(render.json_text(value, indent=2 if sys.stdout.isatty() else None))
 
 
 def _hint(text) -> None:
@@ -113,7 +110,7 @@ def cmd_dispatch(a):
     calls = out["agent_calls"]
     print(f"Job {out['job_id']}: launch these {len(calls)} Agent calls in ONE message, in the background:")
     for call in calls:
-        print(json.dumps(call, separators=(",", ":"), ensure_ascii=False))
+        print(render.json_text(call))
 
 
 def _dispatch_pool(a, settings):
@@ -256,8 +253,8 @@ def cmd_get(a):
         _emit_json(row)
         return
     for key in ("job_id", "type", "status", "created_at", "expires_at", "ttl", "iteration"):
-        print(f"{key}: {row[key]}")
-    print(f"data: {render.printable(json.dumps(row['data'], ensure_ascii=False))}")
+        print(f"{key}: {render.printable(row[key])}")
+    print(f"data: {render.json_text(row['data'])}")
     if row["sub_tasks"]:
         counts = jobs.state.counts(row)
         print("sub_tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
@@ -290,7 +287,7 @@ def cmd_status(a):
     if a.json:
         _emit_json({"job_id": row["job_id"], "status": row["status"]})
     else:
-        print(row["status"])
+        print(render.printable(row["status"]))
 
 
 def cmd_history(a):
@@ -299,8 +296,8 @@ def cmd_history(a):
         _emit_json(events)
         return
     for ev in events:
-        rest = " ".join(f"{k}={render.printable(v)}" for k, v in ev.items() if k not in ("at", "event"))
-        print(f"{ev['at']}  {ev['event']:<16} {rest}".rstrip())
+        rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("at", "event"))
+        print(render.printable(f"{ev['at']}  {ev['event']:<16} {rest}".rstrip()))
 
 
 def cmd_retry(a):

@@ -152,9 +152,7 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
     queries = validate.subtasks(subtasks) if job_type == state.DISTRIBUTED else []
     if job_type == state.NORMAL and subtasks:
         raise InvalidInput("sub-tasks need a distributed job (brain job create --distributed)")
-    tools = tools_required or []
-    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-        raise InvalidInput("tools_required must be a list of names")
+    tools = validate.tools_required(tools_required)
     now = _now()
     job_id = _token(6)
     row = state.new_row(job_id, ttl, data, job_type, queries, tools, now)

@@ -340,6 +340,7 @@ def run(order) -> int:
 
 
 def main() -> int:
+    render.tolerant_output()  # PYTHONIOENCODING=ascii or a C locale must not end the runner at its first log line
     raw = sys.stdin.read()
     if not raw.strip():
         log("no work order: the dispatching process ended before sending it; nothing to do "

@@ -6,9 +6,11 @@ limit. Nothing here touches the store, so a refused input changes nothing.
 """
 
 import json
+import math
 import re
 
 from .errors import InvalidInput
+from .render import invisible, printable as _inert
 
 MAX_QUERY = 500
 MAX_RESULT = 200
@@ -16,6 +18,15 @@ MAX_TTL = 30 * 24 * 3600
 MAX_PROMPT = 10_000
 MAX_AGENT_ID = 100
 MAX_SUBTASKS = 10_000
+MAX_TOOLS = 100
+MAX_TOOL_NAME = 100
+MAX_DATA = 100_000  # characters of the job data as compact JSON
+MAX_DATA_DEPTH = 32
+# Numbers in job data: what every reader (json, orjson, PostgreSQL's jsonb) gives back unchanged.
+# orjson reads integers beyond 64 bits as floats, and jsonb writes a float of 1e16 or more as
+# integer digits (so it comes back an int) and -0.0 as 0.0.
+MIN_INT, MAX_INT = -(2 ** 63), 2 ** 63 - 1
+MAX_FLOAT = 1e16  # exclusive
 TRUNCATION_MARK = "…"
 
 STATUSES = ("pending", "running", "completed", "failed")
@@ -24,7 +35,7 @@ FINAL = ("completed", "failed")
 _JOB_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _SUB_ID = re.compile(r"sub_([1-9][0-9]{0,5})")
 _AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}")
-# C0 controls except tab and newline, DEL, and C1 controls (which include CSI).
+# In a prompt: C0 controls except tab and newline, DEL, and C1 controls (which include CSI).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Lone surrogates: what Python makes of bytes that are not UTF-8 (argv, files).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -69,7 +80,7 @@ def agent_id(value):
     return value
 
 
-def _text(value, what: str, limit: int) -> str:
+def _text(value, what: str, limit: int, forbidden=_FORBIDDEN) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be text, got {type(value).__name__}")
     if not value.strip():
@@ -78,23 +89,49 @@ def _text(value, what: str, limit: int) -> str:
         raise InvalidInput(
             f"{what} is {len(value)} characters; the limit is {limit}: shorten it or split it"
         )
-    bad = _FORBIDDEN.search(value)
-    if bad:
-        raise InvalidInput(
-            f"{what} contains the control character U+{ord(bad.group()):04X}: remove it"
-        )
     _check_encoding(value, what)
+    bad = forbidden.search(value)
+    if bad:
+        raise InvalidInput(f"{what} contains {_describe(bad.group())}: remove it")
     return value
 
 
+def _describe(char: str) -> str:
+    """``the control character U+0009`` or ``the invisible character U+202E (RIGHT-TO-LEFT OVERRIDE)``."""
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return f"the control character U+{code:04X}"
+    import unicodedata  # only on this error path
+
+    name = unicodedata.name(char, "")
+    return f"the invisible character U+{code:04X}" + (f" ({name})" if name else "")
+
+
 def query(value) -> str:
-    """A sub-task query: 1 to 500 characters, no control characters. Never cut."""
-    return _text(value, "sub-task query", MAX_QUERY)
+    """A sub-task query: 1 to 500 characters shown exactly as given. Never cut.
+
+    Refused: every control character (tab and newline too: a query is one line
+    of a worker's prompt) and every invisible or direction-changing character
+    (``render.invisible()``), so what a person reads is what the worker gets.
+    """
+    return _text(value, "sub-task query", MAX_QUERY, invisible())
 
 
 def prompt(value) -> str:
-    """The job prompt: 1 to 10,000 characters, no control characters."""
+    """The job prompt: 1 to 10,000 characters, no control characters but tab and newline."""
     return _text(value, "prompt", MAX_PROMPT)
+
+
+def tools_required(values) -> list:
+    """The job's tool names: a list of at most 100 names of 1 to 100 characters, each one
+    line of visible text (the rules of a query)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, list):
+        raise InvalidInput("tools_required must be a list of names")
+    if len(values) > MAX_TOOLS:
+        raise InvalidInput(f"tools_required has {len(values)} names; the limit is {MAX_TOOLS}")
+    return [_text(v, "tool name", MAX_TOOL_NAME, invisible()) for v in values]
 
 
 def subtasks(values) -> list:
@@ -158,42 +195,120 @@ def status(value) -> str:
 
 
 def data(value) -> dict:
-    """Job data: a JSON object, given as a dict or as JSON text."""
+    """Job data: a JSON object, given as a dict or as JSON text, that every reader gives back
+    unchanged after any number of writes (either codec, either backend).
+
+    Accepted: objects with text keys, lists, text (no NUL, valid UTF-8), true,
+    false, null, integers from -2**63 to 2**63-1, and finite floats below 1e16
+    in magnitude other than -0.0; at most ``MAX_DATA_DEPTH`` deep and
+    ``MAX_DATA`` characters as compact JSON. Anything else is refused, naming
+    where it is, rather than stored changed.
+    """
     if value is None:
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidInput(f"--data is not valid JSON ({exc.msg} at position {exc.pos})")
+        value = _parse_data(value)
     if not isinstance(value, dict):
         raise InvalidInput("--data must be a JSON object, e.g. '{\"key\": \"value\"}'")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"data is not JSON-serialisable: {exc}")
-    for text in _strings(value):
-        if "\x00" in text:
-            # SQLite would keep it and PostgreSQL's jsonb refuses it: refuse it on both.
-            raise InvalidInput("data contains a NUL character: remove it")
-        _check_encoding(text, "data")
+    _check_json(value)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    if size > MAX_DATA:
+        raise InvalidInput(f"data is {size} characters as JSON; the limit is {MAX_DATA}: keep big inputs in files "
+                           "(--file) and pass their paths")
     return value
 
 
-def _strings(value):
-    """Every string in a JSON value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
+def _parse_data(text: str):
+    try:
+        return json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--data is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except RecursionError:
+        raise InvalidInput(f"--data is nested too deeply: the limit is {MAX_DATA_DEPTH} levels") from None
+
+
+def _json_int(digits: str) -> int:
+    # Checked before int(): Python refuses to convert more than 4,300 digits.
+    if len(digits.lstrip("-")) > 19:
+        raise InvalidInput(f"--data holds an integer of {len(digits.lstrip('-'))} digits, {_INT_RANGE}")
+    return int(digits)
+
+
+def _json_constant(name: str):
+    raise InvalidInput(f"--data holds {name}, which is not JSON: use a number or null")
+
+
+_INT_RANGE = f"outside the signed 64-bit range: use {MIN_INT} to {MAX_INT}, or write it as text"
+
+
+def _check_json(value) -> None:
+    """Refuse anything in ``value`` that would not read back unchanged (see ``data``).
+
+    Iterative, so a structure nested too deep (or holding itself) is refused, not a
+    RecursionError. Each item carries its place as ``(parent place, key)``, spelled out
+    only for a message.
+    """
+    todo = [(value, 1, None)]
+    while todo:
+        item, depth, place = todo.pop()
+        if isinstance(item, str):
+            _json_text(item, place)
+        elif item is None or isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                raise InvalidInput(f"{_where(place)} is an integer {_INT_RANGE}")
+        elif isinstance(item, float):
+            _json_float(item, place)
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DATA_DEPTH:
+                raise InvalidInput(f"data is nested more than {MAX_DATA_DEPTH} levels deep at {_where(place)}: "
+                                   "flatten it")
+            if isinstance(item, list):
+                todo.extend((v, depth + 1, (place, i)) for i, v in enumerate(item))
+                continue
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise InvalidInput(f"{_where(place)} has the key {printable(k, 30)}: keys must be text")
+                _json_text(k, place)
+                todo.append((v, depth + 1, (place, k)))
+        else:
+            hint = " (use a list)" if isinstance(item, tuple) else ""
+            raise InvalidInput(f"{_where(place)} is a {type(item).__name__}, which is not JSON{hint}")
+
+
+def _where(place) -> str:
+    """``data.files[2]`` for ``((None, "files"), 2)``; neutralised and cut for a message."""
+    keys = []
+    while place is not None:
+        place, key = place
+        keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    text = _inert("data" + "".join(reversed(keys)))
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _json_text(text: str, place) -> None:
+    if "\x00" in text:
+        # SQLite would keep it and PostgreSQL's jsonb refuses it: refuse it on both.
+        raise InvalidInput(f"{_where(place)} contains a NUL character: remove it")
+    _check_encoding(text, "data")
+
+
+def _json_float(number: float, place) -> None:
+    if not math.isfinite(number):
+        raise InvalidInput(f"{_where(place)} is {number}, which is not JSON: use a finite number or null")
+    if abs(number) >= MAX_FLOAT:
+        raise InvalidInput(f"{_where(place)} is the float {number!r}, which PostgreSQL would give back as an "
+                           "integer: floats must be below 1e16 in magnitude; use an integer or text")
+    if number == 0 and math.copysign(1, number) < 0:
+        raise InvalidInput(f"{_where(place)} is -0.0, which PostgreSQL gives back as 0.0: use 0.0")
 
 
 def printable(value, limit: int = 60) -> str:
-    """A short, safe rendering of untrusted input for an error message."""
-    text = repr(value)
+    """A short, safe rendering of untrusted input for an error message: its ``repr``,
+    neutralised by ``render.printable`` and cut to ``limit`` characters."""
+    try:
+        text = _inert(repr(value))
+    except ValueError:  # an integer too long to spell (Python's 4,300-digit limit)
+        text = f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -23,7 +23,6 @@ runner died still ends, at its deadline. ``watch`` waits in
 deadline, whichever comes first.
 """
 
-import json
 import time
 
 from . import clock, jobs, render
@@ -94,7 +93,7 @@ class _Lines:
     def sub_line(self, sub):
         detail = sub["result"] if sub["status"] in FINAL else sub["agent_id"] if sub["status"] == "running" else ""
         status = "waiting" if waiting(sub) else sub["status"]
-        text = f"{self.glyph(status)} {sub['sub_task_id']} {status}"
+        text = f"{self.glyph(status)} {render.printable(sub['sub_task_id'])} {status}"
         return text + (f": {render.printable(detail)}" if detail else "")
 
     def start(self, row):
@@ -174,11 +173,11 @@ class _Json(_Lines):
     def emit(self, sub):
         event = {k: sub[k] for k in ("sub_task_id", "status", "agent_id", "result")}
         event["started_at"] = sub.get("started_at")  # null while it waits for a slot
-        self.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+        self.write(render.json_text(event))
 
     def end(self, row):
         summary = row["consolidated_result"] or jobs.state.summary(row, clock.now())
-        self.write(json.dumps(summary, ensure_ascii=False, separators=(",", ":")))
+        self.write(render.json_text(summary))
 
 
 def watch(job_id, stream, db=None, tty=None, as_json=False) -> int:

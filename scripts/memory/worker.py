@@ -133,7 +133,8 @@ class Worker:
     # -- the main loop -----------------------------------------------------------
 
     def log(self, message) -> None:
-        self.stream.write(f"{now_iso()} worker {self.id}: {message}\n")
+        """One line on the worker's stream; untrusted text in ``message`` is neutralised here."""
+        self.stream.write(f"{now_iso()} worker {self.id}: {render.printable(message)}\n")
         self.stream.flush()
 
     def _on_signal(self, signum, frame):

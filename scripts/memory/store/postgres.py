@@ -155,8 +155,20 @@ def _import_psycopg():
 
 
 def split_url(url: str):
-    """``(libpq_url, schema or None)``: the ``schema`` parameter is ours, not libpq's."""
-    parts = urlsplit(url)
+    """``(libpq_url, schema or None)``: the ``schema`` parameter is ours, not libpq's.
+
+    A URL that cannot be parsed (``postgresql://[::1``, a port that is not a
+    number) raises ``InvalidInput``, whose message never repeats the URL (it
+    may hold a password).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsed on access: a bad port raises here, not later
+    except ValueError as exc:
+        raise InvalidInput(
+            f"invalid PostgreSQL URL ({exc}): use postgresql://user[:password]@host[:port]/database "
+            "(an IPv6 host in brackets: postgresql://user@[::1]:5432/database)"
+        ) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = None
     rest = []
