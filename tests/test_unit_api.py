@@ -6,6 +6,8 @@ run on SQLite and PostgreSQL in the integration tier; the store behind
 them keeps one contract (tests/test_store_contract.py).
 """
 
+import re
+
 import pytest
 
 from conftest import store_snapshot
@@ -21,10 +23,16 @@ def new_job(n=3, ttl=300):
 
 
 def dispatched(n=3, ttl=300, **kw):
-    """A job dispatched to the host: its id and each sub-task's worker identity."""
+    """A job dispatched to the host: its id and each sub-task's credential, taken from
+    its launch prompt as the worker gets it (only dispatch's answer carries it)."""
     job = new_job(n, ttl)
     out = jobs.dispatch_job(job, **kw)
     return job, {sub: agent for _, sub, agent in (jobs.parse_subtask_prompt(c["prompt"]) for c in out["agent_calls"])}
+
+
+def labels(job):
+    """Sub-task id -> its worker's public label (what every read shows as ``agent_id``)."""
+    return {s["sub_task_id"]: s["agent_id"] for s in jobs.get_job_subtasks(job)}
 
 
 def subs(job):
@@ -45,7 +53,9 @@ def test_the_store_is_the_in_memory_one(db):
 def test_the_seed_flow_create_dispatch_report_consolidate(fake_clock):
     job, agents = dispatched()
     assert sorted(agents) == ["sub_1", "sub_2", "sub_3"]
-    assert all(a.startswith("agent_haiku_") for a in agents.values())
+    assert all(re.fullmatch(r"[0-9a-f]{32}", a) for a in agents.values())  # the credentials
+    assert sorted(labels(job)) == sorted(agents)
+    assert all(a.startswith("agent_haiku_") for a in labels(job).values())  # the public labels
     assert jobs.get_job(job)["status"] == "running"
     for sub, agent in agents.items():
         jobs.update_subtask_status(job, sub, "completed", f"[200 OK] {sub}", agent_id=agent)
@@ -53,6 +63,7 @@ def test_the_seed_flow_create_dispatch_report_consolidate(fake_clock):
     assert {k: result[k] for k in ("job_id", "total_tasks", "completed", "failed", "complete", "status")} == \
         {"job_id": job, "total_tasks": 3, "completed": 3, "failed": 0, "complete": True, "status": "completed"}
     assert [r["result"] for r in result["results"]] == ["[200 OK] sub_1", "[200 OK] sub_2", "[200 OK] sub_3"]
+    assert [r["source"] for r in result["results"]] == ["report"] * 3
     assert events(job) == ["created", "dispatch", "report", "report", "report", "consolidated", "consolidate_read"]
 
 
@@ -120,18 +131,30 @@ def test_a_batch_applies_each_report_on_its_own():
 
 # -- ownership -----------------------------------------------------------------------
 
-def test_a_dispatched_sub_task_takes_reports_only_from_its_worker_or_linked_host_agent(db):
+def test_a_dispatched_sub_task_takes_reports_only_from_its_credential_not_its_label_or_host_agent(db):
+    """The credential reports; the public label and the linked host agent id do not (the host
+    id only lets the SubagentStop hook save a final message, ``jobs.recover_final_message``)."""
     job, agents = dispatched(n=2)
+    label = labels(job)["sub_2"]
     before = store_snapshot(db)
     with pytest.raises(Refused, match="report with the --agent-id"):
         jobs.update_subtask_status(job, "sub_1", "completed", "r")
     with pytest.raises(Refused, match="agent_stranger does not own sub_1"):
         jobs.update_subtask_status(job, "sub_1", "completed", "r", agent_id="agent_stranger")
+    with pytest.raises(Refused, match=f"{label} does not own sub_2"):
+        jobs.update_subtask_status(job, "sub_2", "completed", "by the label", agent_id=label)
+    with pytest.raises(Refused, match="not linked to sub_2"):
+        jobs.link_host_agent(job, "sub_2", "host-agent-7", label)  # the label links nothing either
     assert store_snapshot(db) == before
-    jobs.link_host_agent(job, "sub_2", "host-agent-7")
+    jobs.link_host_agent(job, "sub_2", "host-agent-7", agents["sub_2"])
     assert jobs.find_subtask_by_agent("host-agent-7") == (job, "sub_2")
-    jobs.update_subtask_status(job, "sub_2", "completed", "by the host id", agent_id="host-agent-7")
-    assert subs(job)["sub_2"]["result"] == "by the host id"
+    linked = store_snapshot(db)
+    with pytest.raises(Refused, match="host-agent-7 does not own sub_2"):
+        jobs.update_subtask_status(job, "sub_2", "completed", "by the host id", agent_id="host-agent-7")
+    assert store_snapshot(db) == linked
+    jobs.update_subtask_status(job, "sub_2", "completed", "by the credential", agent_id=agents["sub_2"])
+    assert subs(job)["sub_2"]["result"] == "by the credential"
+    assert jobs.get_history(job)[-1]["agent_id"] == label  # the history records the label, never the credential
 
 
 def test_force_overrides_ownership_and_the_history_says_so():
@@ -146,15 +169,17 @@ def test_force_overrides_ownership_and_the_history_says_so():
 
 def test_retry_starts_a_new_attempt_and_the_superseded_worker_is_refused_and_recorded(fake_clock):
     job, agents = dispatched(n=2)
+    old_label = labels(job)["sub_1"]
     jobs.update_subtask_status(job, "sub_1", "failed", "broken", agent_id=agents["sub_1"])
     assert jobs.retry_subtasks(job) == ["sub_1"]
     sub = subs(job)["sub_1"]
     assert (sub["status"], sub["attempt"], sub["agent_id"], sub["past_agents"]) == \
-        ("pending", 2, None, [agents["sub_1"]])
+        ("pending", 2, None, [old_label])
     _, _, fresh = jobs.parse_subtask_prompt(jobs.dispatch_job(job)["agent_calls"][0]["prompt"])
     with pytest.raises(Refused, match="superseded attempt"):
         jobs.update_subtask_status(job, "sub_1", "completed", "stale", agent_id=agents["sub_1"])
-    assert jobs.get_history(job)[-1]["event"] == "refused"  # recorded, and nothing else changed
+    refused = jobs.get_history(job)[-1]  # recorded under its label, and nothing else changed
+    assert (refused["event"], refused["agent_id"]) == ("refused", old_label)
     jobs.update_subtask_status(job, "sub_1", "completed", "fresh", agent_id=fresh)
     assert subs(job)["sub_1"]["result"] == "fresh"
 
@@ -196,7 +221,8 @@ def test_an_overdue_sub_task_fails_at_the_next_read_and_its_late_answer_is_kept_
     with pytest.raises(Refused, match="kept in the job's history only"):
         jobs.update_subtask_status(job, "sub_1", "completed", "too late", agent_id=agents["sub_1"])
     assert jobs.get_history(job)[-1] == {"at": iso(fake_clock()), "event": "late_report", "sub_task_id": "sub_1",
-                                         "status": "completed", "agent_id": agents["sub_1"], "result": "too late"}
+                                         "status": "completed", "agent_id": labels(job)["sub_1"],
+                                         "result": "too late", "source": "report"}
 
 
 def test_the_default_deadline_is_four_fifths_of_the_ttl_left(fake_clock):
@@ -275,7 +301,8 @@ def test_the_command_line_runs_in_process_on_the_memory_store(capsys):
     assert cli.main(["job", "subtasks", job]) == 0
     out = capsys.readouterr().out
     assert "✓ sub_1: GET /q1\n      Result: [200 OK] 5 items" in out
-    assert f"◉ sub_2: GET /q2\n      Agent: {agents['sub_2']}" in out
+    assert f"◉ sub_2: GET /q2\n      Agent: {labels(job)['sub_2']}" in out
+    assert not [c for c in agents.values() if c in out]  # a read never shows a credential
 
 
 def test_state_rules_refuse_before_they_change_anything():

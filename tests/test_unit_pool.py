@@ -7,6 +7,7 @@ in-memory store wakes like the real ones.
 """
 
 import io
+import re
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_queueing_marks_the_pending_sub_tasks_and_claims_take_them_one_by_one(fa
     assert pool.backlog("grep") == {"pending": 2, "running": 0}
     first = pool.claim("grep", "w1", LEASE)
     assert (first["job_id"], first["sub_task_id"], first["attempt"], first["files"]) == (job, "sub_1", 1, ["src"])
-    assert first["lease_until"] == iso(fake_clock() + LEASE) and first["agent_id"].startswith("agent_grep_")
+    assert first["lease_until"] == iso(fake_clock() + LEASE) and first["label"].startswith("agent_grep_")
+    assert first["label"] == sub(job, "sub_1")["agent_id"]  # reads show the label
+    assert re.fullmatch(r"[0-9a-f]{32}", first["agent_id"])  # the worker alone gets its credential
     assert pool.claim("grep", "w2", LEASE)["sub_task_id"] == "sub_2"
     assert pool.claim("grep", "w3", LEASE) is None
     assert pool.claim("http", "w3", LEASE) is None
@@ -56,6 +59,8 @@ def test_a_claimed_sub_task_is_reported_like_any_other(fake_clock):
     claim = pool.claim("grep", "w1", LEASE)
     with pytest.raises(Refused):
         jobs.update_subtask_status(job, "sub_1", "completed", "r", agent_id="agent_grep_stranger")
+    with pytest.raises(Refused, match=f"{claim['label']} does not own sub_1"):
+        jobs.update_subtask_status(job, "sub_1", "completed", "r", agent_id=claim["label"])
     jobs.update_subtask_status(job, "sub_1", "completed", "3 matches", agent_id=claim["agent_id"])
     assert jobs.consolidate_subtask_results(job)["status"] == "completed"
 
@@ -94,6 +99,8 @@ def test_release_gives_the_sub_task_back_under_a_new_identity(fake_clock):
     claim = pool.claim("grep", "w1", LEASE)
     with pytest.raises(Refused, match="does not hold"):
         pool.release(job, "sub_1", "agent_grep_other", "stopping")
+    with pytest.raises(Refused, match="does not hold"):
+        pool.release(job, "sub_1", claim["label"], "stopping")  # the public label holds nothing
     released = pool.release(job, "sub_1", claim["agent_id"], "worker stopped (SIGTERM)")
     assert (released["status"], released["pool"], released["agent_id"]) == ("pending", "grep", None)
     again = pool.claim("grep", "w2", LEASE)
