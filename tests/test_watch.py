@@ -163,11 +163,19 @@ def test_ctrl_c_stops_watching_with_exit_130_and_says_the_work_goes_on(db):
 
 
 def waiting_job(db, n=3):
-    """A job dispatched to a runner (none runs it): every sub-task waits for a slot; sub_1 starts."""
+    """A job dispatched to a runner (none runs it): every sub-task waits for a slot; sub_1 starts.
+
+    Returns the job and each sub-task's credential (``agents``); ``labels(job, db)`` gives what reads show.
+    """
     job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, [f"q{i}" for i in range(1, n + 1)], db=db)
     agents = {s["sub_task_id"]: s["agent_id"] for s in jobs.start_subtasks(job, "grep", db=db)}
     start(db, job, agents, "sub_1")
     return job, agents
+
+
+def labels(job, db):
+    """Each sub-task's public label (what watch and subtasks show as its agent)."""
+    return {s["sub_task_id"]: s["agent_id"] for s in jobs.get_job(job, db=db)["sub_tasks"]}
 
 
 def start(db, job, agents, sub):
@@ -184,7 +192,7 @@ def test_watch_tells_started_subtasks_from_those_waiting_for_a_slot(db):
         report(db, job, agents, "sub_1", "completed", "one")
         start(db, job, agents, "sub_2")
         assert proc.stdout.readline() == "✓ sub_1 completed: one\n"
-        assert proc.stdout.readline() == f"◉ sub_2 running: {agents['sub_2']}\n"
+        assert proc.stdout.readline() == f"◉ sub_2 running: {labels(job, db)['sub_2']}\n"
         report(db, job, agents, "sub_2", "completed", "two")
         start(db, job, agents, "sub_3")
         report(db, job, agents, "sub_3", "completed", "three")
@@ -210,9 +218,11 @@ def test_watch_json_and_bar_show_the_waiting(db):
 def test_subtasks_shows_a_waiting_subtask_apart(db, brain):
     job, agents = waiting_job(db, n=2)
     out = brain.ok("job", "subtasks", job)
+    shown = labels(job, db)
     assert out.splitlines()[2:] == [
-        "  ◉ sub_1: q1", f"      Agent: {agents['sub_1']}",
-        "  ◌ sub_2: q2", f"      Agent: {agents['sub_2']} (waiting for a slot)"]
+        "  ◉ sub_1: q1", f"      Agent: {shown['sub_1']}",
+        "  ◌ sub_2: q2", f"      Agent: {shown['sub_2']} (waiting for a slot)"]
+    assert not any(credential in out for credential in agents.values())
     assert brain.json("job", "subtasks", job)[1]["started_at"] is None
 
 

@@ -15,7 +15,6 @@ import os
 import re
 import sys
 
-from .state import waiting
 
 GLYPHS = {"pending": "○", "running": "◉", "completed": "✓", "failed": "✗"}
 _COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
@@ -129,10 +128,11 @@ def subtasks(job_id, subs, colour=False, lang=None) -> str:
     A running sub-task still waiting for a runner's free slot is shown
     ``◌`` with ``Agent: ... (waiting for a slot)``.
     """
+    from . import state  # not at the top: state imports validate, which imports this module
     labels = LABELS[lang or language()]
     lines = [labels["header"].format(job_id=printable(job_id)), ""]
     for sub in subs:
-        idle = waiting(sub)
+        idle = state.waiting(sub)
         glyph = WAITING if idle else GLYPHS[sub["status"]]
         if colour:
             glyph = f"\x1b[{_WAITING_COLOUR if idle else _COLOURS[sub['status']]}m{glyph}\x1b[0m"
