@@ -255,7 +255,7 @@ environment: BRAIN_DATABASE_URL (PostgreSQL: workers on many machines), BRAIN_DB
 # -- the report path ----------------------------------------------------------
 # A worker starts one process per report (`brain job update`) and per progress
 # read (`brain job subtasks`); importing argparse and building the parser above
-# costs ~7 ms of each. Their plain form is parsed here instead. Anything else --
+# is a large share of each. Their plain form is parsed here instead. Anything else --
 # help, an abbreviation, `=`, a value starting with "-", an option before the
 # positionals, a repeated, unknown or missing one -- goes to argparse, so every
 # error and exit code stays argparse's own.

@@ -1,9 +1,9 @@
 """JSON for the stored columns: the standard library first, orjson in a busy process.
 
 Encoding and decoding a job's ``sub_tasks`` and ``history`` is most of what
-a write does while it holds the lock. orjson does it 4-5 times faster, but
-importing it costs ~7 ms (it pulls in ``dataclasses`` and ``inspect``):
-more than a single report saves. So a process starts with the standard
+a write does while it holds the lock. orjson does it several times faster,
+but importing it (it pulls in ``dataclasses`` and ``inspect``) costs more
+than a single report saves (figures: docs/benchmarks.md). So a process starts with the standard
 library and switches to orjson, when it is installed, at its second write
 transaction. A one-shot ``brain job update`` never pays the import; a
 runner, a worker or any program making many writes gets the fast codec.

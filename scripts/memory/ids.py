@@ -1,7 +1,7 @@
 """Random ids, without importing ``secrets``.
 
-``secrets`` pulls in ``hmac`` and ``hashlib`` (OpenSSL): 4-7 ms on every
-report process. ``os.urandom`` is the same source of randomness.
+``secrets`` pulls in ``hmac`` and ``hashlib`` (OpenSSL), an import every
+report process would pay. ``os.urandom`` is the same source of randomness.
 """
 
 import os

@@ -24,8 +24,8 @@ from .store import open_store
 
 DEFAULT_RETENTION = 3600
 # Seconds between two housekeepings by one process of one store. Why not every
-# write: it is two statements, about a fifth of a report's time under the lock
-# (bench/, row 2), and a job's own expiry never waits for it (see the module doc).
+# write: it is two statements, a large share of a report's time under the lock
+# (docs/benchmarks.md, row 2), and a job's own expiry never waits for it (see the module doc).
 HOUSEKEEPING_INTERVAL = 1.0
 _stores = {}
 _housekept = {}  # target -> when this process last housekept it (clock seconds)

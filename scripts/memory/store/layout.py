@@ -37,10 +37,9 @@ from ..validate import STATUSES
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
-# Below this many sub-tasks a job is stored compact and read whole. Measured, one report
-# with synchronous=FULL, slotted against compact: 1.1x at 16 sub-tasks (the tally and
-# the room cost more than decoding saves), about even at 32, 0.85-0.93x at 64, 0.6-0.7x
-# at 128; and no gain with 16 contending writers on 16-sub-task jobs (bench/, row 2).
+# Below this many sub-tasks a job is stored compact and read whole: for small jobs the
+# tally and the room cost more than decoding saves. The measured crossover is in
+# docs/benchmarks.md (row 3).
 SLOTTED_FROM = 64
 
 

@@ -1,10 +1,10 @@
 """A bounded, fair, cross-process write lock on a lock file.
 
-Why not ``filelock`` on the hot path: it waits by polling (50 ms by
-default) and its import alone costs ~60 ms per process. A blocking
-``fcntl.flock`` lets the kernel queue waiters fairly; measured on 8
-contending writers its worst wait was 21-38 ms against 611 ms for
-``filelock`` defaults (``shared/notes/measurements.md``). The wait is
+Why not ``filelock`` on the hot path: it waits by polling (a fixed
+interval by default) and its import alone costs more than a report. A
+blocking ``fcntl.flock`` lets the kernel queue waiters fairly, so the worst
+wait under contention is far shorter (figures: docs/benchmarks.md and the
+project's measurement notes). The wait is
 bounded by a ``SIGALRM`` interval timer in the main thread; other threads
 poll with a short back-off. Where ``fcntl`` does not exist (Windows) the
 ``filelock`` package does the job.
@@ -16,8 +16,8 @@ import time
 
 try:
     # The C functions under ``signal``: its wrappers convert every handler and
-    # signal number to an enum, which measured as a tenth of a contended
-    # report's CPU (bench/, row 2). The numbers and handlers are the same.
+    # signal number to an enum, a measurable share of a contended report's CPU
+    # (docs/benchmarks.md, row 2). The numbers and handlers are the same.
     import _signal as signal
 except ImportError:  # pragma: no cover - an interpreter without it
     import signal

@@ -101,7 +101,7 @@ def _migration_2(cur):
     """lz4 for the big JSON columns where the server has it (PostgreSQL 14+ built with lz4).
 
     Every write rewrites a job's ``history`` and ``sub_tasks``; with lz4
-    instead of pglz a 500-sub-task job drained ~25% faster (measured).
+    instead of pglz a big job drains measurably faster (docs/benchmarks.md).
     """
     cur.execute("SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)")
     if cur.fetchone():
