@@ -255,8 +255,52 @@ def test_errors_are_one_line_with_documented_exit_codes(brain):
 
 def test_help_documents_every_command_with_examples(brain):
     top = brain.ok("job", "--help")
-    for name in ("create", "subtasks", "update", "dispatch", "consolidate", "list", "get", "delete",
-                 "cleanup", "stats", "status", "history", "retry", "cancel"):
+    for name in ("create", "subtasks", "update", "dispatch", "watch", "wait", "consolidate", "list", "get",
+                 "delete", "cleanup", "stats", "status", "history", "retry", "cancel"):
         assert name in top
         assert brain(("job"), name, "--help").returncode == 0
     assert "exit codes" in brain.ok("--help") and "BRAIN_DB" in brain.ok("--help")
+
+
+# -- terminal manners ----------------------------------------------------------------
+
+def test_a_mistyped_command_or_option_gets_one_suggestion(brain):
+    cases = [
+        (("job", "craete", "--ttl", "60"), "invalid choice: 'craete'; did you mean 'create'? (see brain job --help)"),
+        (("jbo", "list"), "did you mean 'job'?"),
+        (("job", "create", "--ttl", "60", "--prompt", "p", "--sbtask", "x"),
+         "unrecognized arguments: --sbtask x; did you mean --subtask? (see brain job create --help)"),
+        (("job", "list", "--jsno"), "did you mean --json?"),
+        (("job", "dispatch", "abc", "--executor", "htp"), "did you mean 'http'?"),
+        (("job", "wiat", "abc"), "did you mean 'wait'?"),
+    ]
+    for args, text in cases:
+        proc = brain(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("brain: error: ") and proc.stdout == ""
+    # Nothing close: no guess, argparse's list of choices.
+    proc = brain("job", "frobnicate")
+    assert proc.returncode == 2 and "did you mean" not in proc.stderr and "choose from" in proc.stderr
+
+
+def test_create_quiet_prints_only_the_bare_id_for_scripts(brain, tmp_path):
+    proc = brain("job", "create", "-q", "--ttl", "60", "--prompt", "p", "--subtask", "a")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert re.fullmatch(r"[0-9a-f]{12}\n", proc.stdout)
+    assert brain.json("job", "get", proc.stdout.strip())["type"] == "distributed_search"
+    # The shell form of the help's examples: POSIX sh, no grep at all (macOS has no grep -P).
+    script = (f'job=$("{sys.executable}" "{BRAIN}" job create --quiet --ttl 60 --prompt p --subtask b) && '
+              f'"{sys.executable}" "{BRAIN}" job subtasks "$job"')
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Sub-tasks of job ") and "○ sub_1: b" in out.stdout
+
+
+def test_the_help_examples_need_no_grep_p(brain):
+    from scripts.memory import cli
+
+    help_text = brain.ok("job", "--help")
+    assert "grep -P" not in cli.EPILOG and "grep -oP" not in cli.EPILOG and "grep -oP" not in help_text
+    assert "job=$(brain job create -q " in help_text
+    assert "brain job wait $job" in help_text and "124" in brain.ok("--help")

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs
+from scripts.memory import jobs, state
 from scripts.memory.clock import epoch, iso
 from scripts.memory.errors import InvalidTransition
 
@@ -285,3 +285,102 @@ def test_a_refused_write_still_keeps_the_deadlines_it_applied(db, fake_clock):
     assert [s["status"] for s in stored["sub_tasks"]] == ["completed", "failed"]
     assert stored["sub_tasks"][1]["result"].startswith("timed out")
     assert stored["consolidated_result"]["complete"] is True
+
+
+# -- started and waiting sub-tasks ------------------------------------------------
+
+def test_the_host_starts_every_subtask_at_dispatch(db, fake_clock):
+    job = new_job(db, n=2)
+    jobs.dispatch_job(job, timeout=30, db=db)
+    for sub in jobs.get_job(job, db=db)["sub_tasks"]:
+        assert (sub["started_at"], sub["deadline"]) == (iso(fake_clock()), iso(fake_clock() + 30))
+        assert not state.waiting(sub)
+
+
+def test_a_runner_dispatch_waits_until_each_start_and_times_out_from_there(db, fake_clock):
+    """Dispatched to a runner: running and waiting (deadline: the job's expiry) until the runner
+    records the start; then ``min(start + timeout, expiry)``."""
+    job = new_job(db, n=3, ttl=300)
+    t0 = fake_clock()
+    started = {s["sub_task_id"]: s for s in jobs.start_subtasks(job, "grep", timeout=10, db=db)}
+    row = jobs.get_job(job, db=db)
+    assert all(state.waiting(s) and s["deadline"] == row["expires_at"] and s["timeout"] == 10
+               for s in row["sub_tasks"])
+    fake_clock.advance(4)
+    jobs.update_subtasks(job, [], starts=[{"sub_task_id": "sub_1", "agent_id": started["sub_1"]["agent_id"],
+                                           "started_at": t0 + 3}], db=db)
+    sub1 = subs(jobs.get_job(job, db=db))["sub_1"]
+    assert (sub1["started_at"], sub1["deadline"]) == (iso(t0 + 3), iso(t0 + 13)) and not state.waiting(sub1)
+
+    # A start that is not the waiting owner's changes nothing: another identity, a second start.
+    before = raw(job, db)
+    jobs.update_subtasks(job, [], starts=[{"sub_task_id": "sub_2", "agent_id": "agent_grep_000000", "started_at": t0},
+                                          {"sub_task_id": "sub_1", "agent_id": started["sub_1"]["agent_id"],
+                                           "started_at": t0 + 4}], db=db)
+    assert raw(job, db) == before
+
+    fake_clock.advance(290)  # t0 + 294: sub_1 is long overdue; the waiting ones only expire with the job
+    row = jobs.get_job(job, db=db)
+    assert [(s["status"], s["result"] and s["result"][:9]) for s in row["sub_tasks"]] == [
+        ("failed", "timed out"), ("running", None), ("running", None)]
+    fake_clock.advance(6)
+    assert [s["result"] for s in jobs.get_job(job, db=db)["sub_tasks"]] == ["timed out: no report by "
+                                                                          + iso(t0 + 13), "expired", "expired"]
+
+
+def test_a_start_never_goes_beyond_the_expiry(db, fake_clock):
+    job = new_job(db, n=1, ttl=60)
+    agent = jobs.start_subtasks(job, "grep", timeout=50, db=db)[0]["agent_id"]
+    fake_clock.advance(30)
+    jobs.update_subtasks(job, [], starts=[{"sub_task_id": "sub_1", "agent_id": agent, "started_at": fake_clock()}],
+                         db=db)
+    row = jobs.get_job(job, db=db)
+    assert row["sub_tasks"][0]["deadline"] == row["expires_at"]
+
+
+def test_a_retried_subtask_is_not_left_waiting(db, fake_clock):
+    """A waiting sub-task that was cancelled and retried, then reported running by a worker, has started."""
+    job = new_job(db, n=1)
+    jobs.start_subtasks(job, "grep", db=db)
+    jobs.update_subtask_status(job, "sub_1", "failed", "stop", force=True, db=db)
+    jobs.retry_subtasks(job, db=db)
+    jobs.update_subtask_status(job, "sub_1", "running", agent_id="agent_me", db=db)
+    assert not state.waiting(jobs.get_job(job, db=db)["sub_tasks"][0])
+
+
+@pytest.mark.sqlite_only
+def test_the_tally_of_a_big_job_finds_deadlines_that_count_from_each_start(db, fake_clock):
+    """Starts move deadlines; the tally's bound stays a lower bound and is made exact by a full look."""
+    job = new_job(db, n=70)
+    t0 = fake_clock()
+    agents = {s["sub_task_id"]: s["agent_id"] for s in jobs.start_subtasks(job, "grep", timeout=10, db=db)}
+
+    def start(sub):
+        jobs.update_subtasks(job, [], starts=[{"sub_task_id": sub, "agent_id": agents[sub],
+                                               "started_at": fake_clock()}], db=db)
+
+    def report(sub):
+        return jobs.update_subtask_status(job, sub, "completed", "ok", agent_id=agents[sub], db=db)
+
+    def tally():
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT next_deadline FROM job_tally WHERE job_id = ?", (job,)).fetchone()
+
+    start("sub_1")
+    report("sub_1")
+    fake_clock.advance(5)
+    start("sub_2")
+    assert tally() == (iso(t0 + 10),)  # sub_1's deadline: finished, but still a lower bound
+    fake_clock.advance(7)  # t0 + 12: that bound has passed and nothing is due
+    start("sub_3")
+    assert tally() == (iso(t0 + 15),)  # the write looked at every sub-task and kept the exact earliest
+    assert subs(raw(job, db))["sub_2"]["status"] == "running"
+    fake_clock.advance(2.999)
+    report("sub_3")
+    assert subs(raw(job, db))["sub_2"]["status"] == "running"
+    fake_clock.advance(0.001)  # t0 + 15: sub_2's own deadline
+    start("sub_4")
+    stored = subs(raw(job, db))
+    assert stored["sub_2"]["status"] == "failed" and stored["sub_2"]["result"].startswith("timed out")

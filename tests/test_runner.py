@@ -4,14 +4,17 @@ Real processes and a real HTTP server on loopback; the sub-tasks use the
 http executor because a test can hold its requests at a gate.
 """
 
+import errno
 import os
 import signal
 import stat
+import threading
 import time
 
 import pytest
 
 from scripts.memory import config, executors, jobs, runner
+from scripts.memory.clock import iso
 from tests.test_runner_support import LocalHTTP, cli, dispatch_event, finished, wait_until
 
 
@@ -107,6 +110,9 @@ def test_a_dead_runner_leaves_its_subtasks_to_time_out(server, db, tmp_path, fak
     assert proc.returncode == 0, proc.stderr
     pid = dispatch_event(job, db)["runner"]["pid"]
     wait_until(lambda: server.inflight == 2, what="both requests at the gate")
+    # Started (and the start stored): each deadline counts from there. A sub-task still
+    # waiting for a slot would keep the job's expiry as its deadline (see the next tests).
+    wait_until(lambda: all(s["started_at"] for s in jobs.get_job(job, db=db)["sub_tasks"]), what="both starts")
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: proc_stat(pid) is None, what="the runner to die")
     fake_clock.advance(29)
@@ -116,6 +122,92 @@ def test_a_dead_runner_leaves_its_subtasks_to_time_out(server, db, tmp_path, fak
     assert [s["status"] for s in row["sub_tasks"]] == ["failed", "failed"]
     assert all(s["result"].startswith("timed out: no report by") for s in row["sub_tasks"])
     assert row["status"] == "failed" and row["consolidated_result"]["failed"] == 2
+
+
+def _gates(tmp_path, n):
+    """One FIFO per sub-task: its shell command blocks reading it until the test opens it."""
+    paths = [tmp_path / f"gate{i}" for i in range(1, n + 1)]
+    for path in paths:
+        os.mkfifo(path)
+    return paths
+
+
+def _open_gate(path):
+    """Let the command reading ``path`` finish. Opening a FIFO without blocking succeeds only
+    once a reader has it open: so this also waits until that command has started."""
+    def writer():
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # no reader yet
+                raise
+            return None
+
+    fd = wait_until(writer, what=f"the command reading {path.name} to start")
+    os.write(fd, b"go\n")
+    os.close(fd)
+
+
+def _subs(job, db):
+    return {s["sub_task_id"]: s for s in jobs.get_job(job, db=db)["sub_tasks"]}
+
+
+def test_a_subtask_waiting_for_a_slot_does_not_time_out_for_waiting(db, tmp_path, fake_clock):
+    """Concurrency 1, timeout 7: each sub-task's deadline counts from its own start."""
+    gates = _gates(tmp_path, 4)
+    job = create(db, [f"read line < {gate}; echo done {i}" for i, gate in enumerate(gates, 1)])
+    t0 = fake_clock()
+    expires = jobs.get_job(job, db=db)["expires_at"]
+    settings = config.resolve({"concurrency": 1})
+    run = threading.Thread(target=runner.run_here, args=(job, "shell"), daemon=True,
+                           kwargs={"settings": settings, "timeout": 7, "allow_shell": True,
+                                   "workdir": str(tmp_path), "db": db})
+    run.start()
+    try:
+        subs = wait_until(lambda: (lambda s: s if s["sub_1"].get("started_at") else None)(_subs(job, db)),
+                          what="sub_1 to start")
+        assert (subs["sub_1"]["started_at"], subs["sub_1"]["deadline"]) == (iso(t0), iso(t0 + 7))
+        for sub in ("sub_2", "sub_3", "sub_4"):  # running (dispatched), not started: no timeout yet
+            assert subs[sub]["status"] == "running" and subs[sub]["started_at"] is None
+            assert subs[sub]["deadline"] == expires and subs[sub]["timeout"] == 7
+
+        fake_clock.advance(5)
+        _open_gate(gates[0])
+        subs = wait_until(lambda: (lambda s: s if s["sub_2"]["started_at"] else None)(_subs(job, db)),
+                          what="sub_2 to start")
+        assert subs["sub_1"]["result"] == "exit 0: done 1"
+        assert (subs["sub_2"]["started_at"], subs["sub_2"]["deadline"]) == (iso(t0 + 5), iso(t0 + 12))
+
+        fake_clock.advance(5)  # t0 + 10: past t0 + 7, where every deadline used to be
+        subs = _subs(job, db)
+        assert [subs[s]["status"] for s in subs] == ["completed", "running", "running", "running"]
+        assert [subs[s]["started_at"] for s in ("sub_3", "sub_4")] == [None, None]
+
+        _open_gate(gates[1])
+        subs = wait_until(lambda: (lambda s: s if s["sub_3"]["started_at"] else None)(_subs(job, db)),
+                          what="sub_3 to start")
+        assert subs["sub_3"]["deadline"] == iso(t0 + 17)
+        fake_clock.advance(8)  # t0 + 18: sub_3 ran past its own deadline; sub_4 still waits
+        subs = _subs(job, db)
+        assert subs["sub_3"]["status"] == "failed" and subs["sub_3"]["result"].startswith("timed out")
+        assert subs["sub_4"]["status"] == "running" and subs["sub_4"]["started_at"] is None
+
+        _open_gate(gates[2])
+        _open_gate(gates[3])
+        run.join(30)
+        assert not run.is_alive()
+    finally:
+        for gate in gates:  # never leave a command blocked on its FIFO
+            try:
+                os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    subs = _subs(job, db)
+    assert [subs[s]["result"] for s in ("sub_1", "sub_2", "sub_4")] == ["exit 0: done 1", "exit 0: done 2",
+                                                                        "exit 0: done 4"]
+    assert subs["sub_4"]["started_at"] == iso(t0 + 18)
+    late = [e for e in jobs.get_history(job, db=db) if e["event"] == "late_report"]
+    assert [e["sub_task_id"] for e in late] == ["sub_3"]  # its answer came after its deadline: kept apart
 
 
 def test_the_runner_skips_work_that_is_no_longer_its_own(server, db, tmp_path):

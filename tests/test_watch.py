@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from scripts.memory import jobs, watch
+from scripts.memory import clock, jobs, watch
 from tests.conftest import BRAIN
 from tests.test_runner_support import wait_until
 
@@ -63,7 +63,7 @@ def test_pipe_mode_prints_one_line_per_change_and_exits_1_when_one_failed(db):
         f"job {job} failed: 2 completed, 1 failed",
     ]
     assert "\x1b" not in out and "\r" not in out
-    assert f"job {job}: some sub-tasks failed" in err
+    assert err == ""  # a job that finished with failures is a result (exit 1), not an error line
 
 
 def test_exit_0_when_every_subtask_completed(db, brain):
@@ -147,7 +147,7 @@ def _as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_stops_watching_with_exit_130(db):
+def test_ctrl_c_stops_watching_with_exit_130_and_says_the_work_goes_on(db):
     job, _ = dispatched(db)
     proc = start_watch(job, stdout=subprocess.PIPE, preexec_fn=_as_in_a_terminal)
     try:
@@ -156,7 +156,64 @@ def test_ctrl_c_stops_watching_with_exit_130(db):
         assert proc.wait(timeout=10) == 130
     finally:
         proc.kill()
-    assert "Traceback" not in proc.stderr.read()
+    err = proc.stderr.read()
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "goes on in the background" in err
+    assert f"brain job watch {job}" in err and f"brain job wait {job}" in err
+
+
+def waiting_job(db, n=3):
+    """A job dispatched to a runner (none runs it): every sub-task waits for a slot; sub_1 starts."""
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, [f"q{i}" for i in range(1, n + 1)], db=db)
+    agents = {s["sub_task_id"]: s["agent_id"] for s in jobs.start_subtasks(job, "grep", db=db)}
+    start(db, job, agents, "sub_1")
+    return job, agents
+
+
+def start(db, job, agents, sub):
+    jobs.update_subtasks(job, [], starts=[{"sub_task_id": sub, "agent_id": agents[sub],
+                                           "started_at": clock.now()}], db=db)
+
+
+def test_watch_tells_started_subtasks_from_those_waiting_for_a_slot(db):
+    job, agents = waiting_job(db)
+    proc = start_watch(job, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == (f"job {job}: 3 sub-tasks "
+                                          "(0 completed, 0 failed, 1 running, 2 waiting, 0 pending)\n")
+        report(db, job, agents, "sub_1", "completed", "one")
+        start(db, job, agents, "sub_2")
+        assert proc.stdout.readline() == "✓ sub_1 completed: one\n"
+        assert proc.stdout.readline() == f"◉ sub_2 running: {agents['sub_2']}\n"
+        report(db, job, agents, "sub_2", "completed", "two")
+        start(db, job, agents, "sub_3")
+        report(db, job, agents, "sub_3", "completed", "three")
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert out.splitlines()[-1] == f"job {job} completed: 3 completed, 0 failed"
+
+
+def test_watch_json_and_bar_show_the_waiting(db):
+    job, agents = waiting_job(db)
+    out = io.StringIO()
+    view = watch._Json(out, False)
+    view.start(jobs.get_job(job, db=db))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["started_at"] is None for e in events] == [False, True, True]
+    assert [e["status"] for e in events] == ["running"] * 3
+    bar = watch._Bar(io.StringIO(), False).bar(jobs.get_job(job, db=db))
+    assert bar.endswith("0/3  ✓ 0  ✗ 0  ◉ 1  ◌ 2  ○ 0")
+
+
+def test_subtasks_shows_a_waiting_subtask_apart(db, brain):
+    job, agents = waiting_job(db, n=2)
+    out = brain.ok("job", "subtasks", job)
+    assert out.splitlines()[2:] == [
+        "  ◉ sub_1: q1", f"      Agent: {agents['sub_1']}",
+        "  ◌ sub_2: q2", f"      Agent: {agents['sub_2']} (waiting for a slot)"]
+    assert brain.json("job", "subtasks", job)[1]["started_at"] is None
 
 
 def test_a_lost_worker_ends_the_watch_at_its_deadline(db, fake_clock):

@@ -13,16 +13,21 @@ from . import commands
 from .errors import BrainError, InvalidInput
 
 EPILOG = """examples:
-  job=$(brain job create --distributed --ttl 300 --prompt "Validate endpoints" \\
-        --subtask "GET /health" --subtask "POST /auth" | grep -oP "job_\\K\\w+")
+  job=$(brain job create -q --distributed --ttl 300 --prompt "Validate endpoints" \\
+        --subtask "GET /health" --subtask "POST /auth")
   brain job dispatch $job --json
   brain job update $job sub_1 --agent-id ID --status completed --result "[200 OK]"
   brain job subtasks $job
   brain job dispatch $job --executor http --base-url http://127.0.0.1:8080   # headless, no host
   brain job watch $job
+  brain job wait $job --timeout 600      # silent until every sub-task has finished, then one answer
   brain job consolidate $job --json | jq '.results | map(select(.status == "completed")) | length'
+  brain job create -q --ttl 600 --prompt "Check" --subtasks-from urls.txt     # one sub-task per line
+  git ls-files | brain job create -q --ttl 600 --prompt "Review" --subtasks-from -
+  brain job create -q --ttl 600 --prompt "TODOs" --glob 'src/**/*.py' --query 'Find TODOs in {file}'
 
-exit codes: 0 success, 1 operational error, 2 usage or invalid input
+exit codes: 0 success, 1 operational error (or, for watch and wait, some sub-tasks failed),
+            2 usage or invalid input, 124 wait timed out, 130 interrupted (Ctrl-C)
 environment: BRAIN_DB (SQLite file), BRAIN_DATABASE_URL (PostgreSQL), BRAIN_LOCK_TIMEOUT,
              BRAIN_RETENTION, NO_COLOR, BRAIN_CONFIG (settings file, default ~/.brain/config.yaml)"""
 
@@ -32,12 +37,45 @@ def _argparse():
     import argparse
 
     class _Parser(argparse.ArgumentParser):
-        """argparse that reports a usage error as one line and exit code 2."""
+        """argparse that reports a usage error as one line and exit code 2, with a
+        "did you mean" for a mistyped command, choice or option."""
+
+        def parse_known_args(self, args=None, namespace=None):
+            _Parser.innermost = self  # the last parser to run is the command's own: its options
+            return super().parse_known_args(args, namespace)
+
+        def _check_value(self, action, value):
+            try:
+                super()._check_value(action, value)
+            except argparse.ArgumentError as exc:
+                close = _closest(value, action.choices)
+                if close is None:
+                    raise
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}; did you mean {close!r}?") from None
 
         def error(self, message):
-            raise InvalidInput(f"{message} (see {self.prog} --help)")
+            prog = self.prog
+            prefix = "unrecognized arguments: "
+            if message.startswith(prefix):  # the root reports them: the command's own parser knows its options
+                own = getattr(_Parser, "innermost", self)
+                prog = own.prog
+                options = [o for a in own._actions for o in a.option_strings]
+                for word in message[len(prefix):].split():
+                    close = _closest(word.split("=", 1)[0], options) if word.startswith("--") else None
+                    if close is not None:
+                        message += f"; did you mean {close}?"
+                        break
+            raise InvalidInput(f"{message} (see {prog} --help)")
 
     return argparse, _Parser
+
+
+def _closest(word, choices):
+    """The one choice that ``word`` most likely misspells, or None."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices or ()], n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 # -- the parser -------------------------------------------------------------
@@ -48,6 +86,15 @@ def _positive_int(text):
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
+
+
+def _seconds(text):
+    import argparse
+
+    try:
+        return commands.seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser():
@@ -75,11 +122,20 @@ def build_parser():
         p.set_defaults(func=func)
         return p
 
-    p = command("create", commands.cmd_create, "create a job; prints job_<id>", reads)
+    p = command("create", commands.cmd_create, "create a job; prints job_<id> (the bare id with -q)", reads)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the bare id (for job=$(...)), no hint")
     p.add_argument("--distributed", action="store_true", help="a job with parallel sub-tasks")
     p.add_argument("--ttl", required=True, help="seconds until the job expires (1 to 2592000)")
     p.add_argument("--prompt", required=True, help="what the job is for")
     p.add_argument("--subtask", action="append", default=[], metavar="QUERY", help="a sub-task query (repeatable, max 500 chars)")
+    p.add_argument("--subtasks-from", action="append", default=[], metavar="FILE",
+                   help="one sub-task per non-blank line of a UTF-8 file, verbatim (no comments); - reads "
+                        "standard input (repeatable; after the --subtask ones)")
+    p.add_argument("--glob", action="append", default=[], metavar="PATTERN",
+                   help="one sub-task per regular file matching PATTERN under the current directory, sorted "
+                        "(** any directories; symlinks and hidden names skipped unless named; repeatable)")
+    p.add_argument("--query", metavar="TEMPLATE",
+                   help="the query of each --glob match, where {file} is replaced by the file's relative path")
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file the workers search (repeatable)")
     p.add_argument("--skills", action="append", default=[], metavar="NAME", help="a skill the workers use (repeatable)")
     p.add_argument("--data", metavar="JSON", help="extra job data, a JSON object")
@@ -117,6 +173,14 @@ def build_parser():
                 "(exit 0 all completed, 1 some failed, 130 Ctrl-C)", reads)
     p.add_argument("job")
 
+    p = command("wait", commands.cmd_wait, "block until every sub-task has finished, then print the "
+                "consolidation: a header and one line per sub-task (exit 0 all completed, 1 some failed, "
+                "124 --timeout ran out, 130 Ctrl-C)", reads)
+    p.add_argument("job")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="stop waiting after this long (up to 86400) and print what is there, exit 124 "
+                        "(default: until the job ends, at its expiry at the latest)")
+
     p = command("consolidate", commands.cmd_consolidate, "one summary of every result (works at any moment)", reads)
     p.add_argument("job")
 
@@ -147,12 +211,6 @@ def build_parser():
     p = command("cancel", commands.cmd_cancel, "fail every unfinished sub-task with 'cancelled'", reads)
     p.add_argument("job")
 
-    def seconds(text):
-        try:
-            return commands.seconds(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
     w = top.add_parser("worker", help="run sub-tasks queued with `brain job dispatch --pool`, until stopped",
                        description="Claim sub-tasks queued for an executor's worker pool and run them, "
                                    "extending each claim's lease while it runs. SIGTERM or Ctrl-C: finish "
@@ -163,13 +221,13 @@ def build_parser():
                    help="anthropic, claude, http, grep, shell, or package.module:Class (env: BRAIN_EXECUTOR)")
     w.add_argument("--concurrency", type=_positive_int, metavar="N",
                    help="sub-tasks run at once by this worker (default: 4; env: BRAIN_CONCURRENCY)")
-    w.add_argument("--lease", type=seconds, metavar="SECONDS",
+    w.add_argument("--lease", type=_seconds, metavar="SECONDS",
                    help="a claim lasts this long unless renewed (every third of it); a dead worker's sub-task "
                         "is claimed again after it (default: 30; env: BRAIN_WORKER_LEASE)")
-    w.add_argument("--poll", type=seconds, metavar="SECONDS",
+    w.add_argument("--poll", type=_seconds, metavar="SECONDS",
                    help="longest idle wait between two looks; commits wake it sooner "
                         "(default: 5; env: BRAIN_WORKER_POLL)")
-    w.add_argument("--grace", type=seconds, metavar="SECONDS",
+    w.add_argument("--grace", type=_seconds, metavar="SECONDS",
                    help="on SIGTERM, time to finish running sub-tasks before releasing them "
                         "(default: 30; env: BRAIN_WORKER_GRACE)")
     w.add_argument("--drain", action="store_true",

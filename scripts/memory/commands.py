@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import jobs, render
-from .errors import BrainError, InvalidInput
+from .errors import InvalidInput
 
 
 def _emit_json(value) -> None:
@@ -33,17 +33,45 @@ def cmd_create(a):
         data["files"] = a.file
     if a.skills:
         data["skills"] = a.skills
-    distributed = a.distributed or bool(a.subtask)
+    queries = _create_queries(a)
+    distributed = a.distributed or bool(queries)
     job_id = jobs.create_job(
         a.ttl, data, job_type="distributed_search" if distributed else "normal",
-        subtasks=a.subtask if distributed else None, db=a.db,
+        subtasks=queries if distributed else None, db=a.db,
     )
     if a.json:
         _emit_json(jobs.get_job(job_id, db=a.db))
         return
+    if a.quiet:
+        print(job_id)
+        return
     print(f"job_{job_id}")
     if distributed:
-        _hint(f"{len(a.subtask)} sub-tasks pending; next: brain job dispatch {job_id}")
+        _hint(f"{len(queries)} sub-tasks pending; next: brain job dispatch {job_id}")
+
+
+def _create_queries(a) -> list:
+    """Every sub-task query of ``create``: the --subtask ones, then each --subtasks-from file's
+    lines, then one per --glob match; all checked, at most validate.MAX_SUBTASKS in all."""
+    from . import queries
+
+    if a.glob and a.query is None:
+        raise InvalidInput("--glob needs --query TEMPLATE, e.g. --query 'Find TODOs in {file}'")
+    if a.query is not None and not a.glob:
+        raise InvalidInput("--query is the template of --glob: add --glob PATTERN")
+    if a.subtasks_from.count("-") > 1:
+        raise InvalidInput("--subtasks-from - (standard input) can be given once")
+    found = [jobs.validate.query(q) for q in a.subtask]
+    cap = jobs.validate.MAX_SUBTASKS
+    for path in a.subtasks_from:
+        found += queries.from_file(path, limit=max(0, cap - len(found)))
+    for pattern in a.glob:
+        found += queries.from_glob(pattern, a.query, limit=max(0, cap - len(found)))
+    if not found and (a.subtasks_from or a.glob):
+        why = [f"{'standard input' if p == '-' else p} has no non-blank line" for p in a.subtasks_from]
+        why += [f"no regular file matches {p}" for p in a.glob]
+        raise InvalidInput("no sub-tasks: " + "; ".join(why))
+    return found
 
 
 def cmd_subtasks(a):
@@ -158,13 +186,45 @@ def _dispatch_headless(a, settings):
 def cmd_watch(a):
     from . import watch
 
-    if watch.watch(a.job, sys.stdout, db=a.db, as_json=a.json):
-        job = jobs.validate.job_id(a.job)
-        raise _WatchFailed(f"job {job}: some sub-tasks failed (brain job consolidate {job} shows why)")
+    job = jobs.validate.job_id(a.job)
+    try:
+        code = watch.watch(job, sys.stdout, db=a.db, as_json=a.json)
+    except KeyboardInterrupt:
+        _still_running(job, "watching")
+        raise
+    _leave_with(code)
 
 
-class _WatchFailed(BrainError):
-    """Some sub-tasks failed (the watch output shows which)."""
+def cmd_wait(a):
+    from . import clock, watch
+
+    job = jobs.validate.job_id(a.job)
+    try:
+        row, timed_out = watch.join(job, timeout=a.timeout, db=a.db)
+    except KeyboardInterrupt:
+        _still_running(job, "waiting")
+        raise
+    if timed_out:
+        summary = jobs.state.summary(row, clock.now())
+    else:  # the stored consolidation, noted as read (the Stop hook stops reminding)
+        summary = jobs.consolidate_subtask_results(job, db=a.db)
+    if a.json:
+        _emit_json(summary)
+    else:
+        print(watch.joined_text(summary, row if timed_out else None, a.timeout if timed_out else None))
+    _leave_with(watch.TIMED_OUT if timed_out else watch.exit_code(row))
+
+
+def _still_running(job, what) -> None:
+    _hint(f"stopped {what}; job {job} goes on in the background: follow it again with "
+          f"brain job watch {job}, or brain job wait {job}")
+
+
+def _leave_with(code) -> None:
+    """End the command with ``code``: a job that finished with failures (1) or a wait that ran out
+    (124) is a result the output already shows, not an error line."""
+    if code:
+        raise SystemExit(code)
 
 
 def cmd_consolidate(a):

@@ -166,6 +166,22 @@ def create_job_with_subtasks(ttl, data, subtasks, db=None) -> str:
     return create_job(ttl, data, job_type=state.DISTRIBUTED, subtasks=subtasks, db=db)
 
 
+def subtasks_from_file(path) -> list:
+    """Queries for ``create_job_with_subtasks``: one per non-blank line of a UTF-8 file
+    (``-``: standard input), each checked; a refused line names its number (see ``queries``)."""
+    from . import queries
+
+    return queries.from_file(path)
+
+
+def subtasks_from_glob(pattern, template, root=None) -> list:
+    """Queries for ``create_job_with_subtasks``: ``template`` (containing ``{file}``) once per
+    regular file matching ``pattern`` under ``root`` (default: here), sorted (see ``queries``)."""
+    from . import queries
+
+    return queries.from_glob(pattern, template, root)
+
+
 # -- reading --------------------------------------------------------------
 
 def get_job(job_id, db=None) -> dict:
@@ -243,7 +259,7 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     return sub
 
 
-def update_subtasks(job_id, reports, db=None) -> list:
+def update_subtasks(job_id, reports, db=None, starts=()) -> list:
     """Several workers' reports on one job, in one transaction (a runner's batch).
 
     ``reports`` holds dicts with ``sub_task_id, status`` and optionally
@@ -252,6 +268,12 @@ def update_subtasks(job_id, reports, db=None) -> list:
     the others. Returns, per report, the updated sub-task or the
     ``BrainError`` that refused it. One commit for many reports is what
     lets a runner keep up with fast sub-tasks on large jobs.
+
+    ``starts`` (dicts ``sub_task_id, agent_id, started_at`` in epoch
+    seconds) are the runner's sub-tasks that left the wait for a free slot
+    (``state.start``), recorded first in the same transaction. A refused
+    start is skipped: that sub-task is no longer the runner's, and its
+    report will be refused and say why.
     """
     checked = []
     for r in reports:
@@ -261,7 +283,15 @@ def update_subtasks(job_id, reports, db=None) -> list:
         except BrainError as exc:
             checked.append(exc)
 
+    started = [(validate.sub_task_id(s["sub_task_id"]), validate.agent_id(s["agent_id"]), float(s["started_at"]))
+               for s in starts]
+
     def apply(row, now):
+        for sub_task_id, agent_id, at in started:
+            try:
+                state.start(row, sub_task_id, agent_id, at, now)
+            except BrainError:
+                pass
         outcomes = []
         for item in checked:
             if isinstance(item, BrainError):
@@ -273,7 +303,7 @@ def update_subtasks(job_id, reports, db=None) -> list:
                 outcomes.append(exc)
         return outcomes
 
-    if not checked:
+    if not (checked or started):
         return []
     _, outcomes = _mutate(job_id, apply, db, lazy=True)
     return outcomes

@@ -10,11 +10,14 @@ import os
 import re
 import sys
 
+from .state import waiting
+
 GLYPHS = {"pending": "○", "running": "◉", "completed": "✓", "failed": "✗"}
 _COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
+WAITING, _WAITING_COLOUR = "◌", "2;33"  # running, but waiting for a runner's free slot (state.waiting)
 LABELS = {
-    "en": {"header": "Sub-tasks of job {job_id}:", "result": "Result:"},
-    "pt": {"header": "Sub-tasks do job {job_id}:", "result": "Resultado:"},
+    "en": {"header": "Sub-tasks of job {job_id}:", "result": "Result:", "waiting": "waiting for a slot"},
+    "pt": {"header": "Sub-tasks do job {job_id}:", "result": "Resultado:", "waiting": "aguardando uma vaga"},
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -53,16 +56,20 @@ def subtasks(job_id, subs, colour=False, lang=None) -> str:
               Agent: agent_haiku
           ✓ sub_3: GET /api/comments
               Resultado: [200 OK] 5 items
+
+    A running sub-task still waiting for a runner's free slot is shown
+    ``◌`` with ``Agent: ... (waiting for a slot)``.
     """
     labels = LABELS[lang or language()]
     lines = [labels["header"].format(job_id=job_id), ""]
     for sub in subs:
-        glyph = GLYPHS[sub["status"]]
+        idle = waiting(sub)
+        glyph = WAITING if idle else GLYPHS[sub["status"]]
         if colour:
-            glyph = f"\x1b[{_COLOURS[sub['status']]}m{glyph}\x1b[0m"
+            glyph = f"\x1b[{_WAITING_COLOUR if idle else _COLOURS[sub['status']]}m{glyph}\x1b[0m"
         lines.append(f"  {glyph} {sub['sub_task_id']}: {printable(sub['query'])}")
         if sub["status"] == "running":
-            lines.append(f"      Agent: {printable(sub['agent_id'])}")
+            lines.append(f"      Agent: {printable(sub['agent_id'])}" + (f" ({labels['waiting']})" if idle else ""))
         elif sub["status"] in ("completed", "failed"):
             lines.append(f"      {labels['result']} {printable(sub['result'])}")
     return "\n".join(lines)

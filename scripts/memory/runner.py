@@ -10,20 +10,24 @@ event, sends the runner its work order on stdin and returns.
 The runner (``python -m scripts.memory.runner``) runs the sub-tasks in
 threads, at most ``concurrency`` at once, and reports each one through
 ``jobs.update_subtask_status`` with the identity dispatch gave it, like
-any worker. A sub-task that raises fails alone. If the runner dies, its
-sub-tasks are simply never reported and time out at their deadline.
+any worker. A sub-task waits for a free thread without timing out: its
+start is recorded when a thread takes it up, and its deadline counts from
+then. A sub-task that raises fails alone. If the runner dies, its started
+sub-tasks are never reported and time out at their deadline; those still
+waiting fail when the job expires.
 """
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import executors, jobs, render, validate
+from . import clock, executors, jobs, render, validate
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
 from .paths import default_target
@@ -79,7 +83,8 @@ def _dispatch(order, timeout, runner=None) -> dict:
     """Dispatch the job and complete ``order`` with the started sub-tasks and their identities."""
     started = jobs.start_subtasks(order["job_id"], order["executor"], model=order["model"], timeout=timeout,
                                   runner=runner, db=order["db"])
-    order["tasks"] = [{k: sub[k] for k in ("sub_task_id", "agent_id", "query", "deadline")} for sub in started]
+    order["tasks"] = [{k: sub.get(k) for k in ("sub_task_id", "agent_id", "query", "deadline", "timeout")}
+                      for sub in started]
     return order
 
 
@@ -180,9 +185,26 @@ class _Ownership:
             self._owned[sub_task_id] = ("reported", None)
 
 
-def _attempt(executor, ownership, task):
+class _TaskContext(executors.Context):
+    """The executors' context in a runner, whose ``deadline`` is that of the sub-task the
+    calling thread runs: each counts from its own start (``state.start``)."""
+
+    _threads = threading.local()  # one runner, one context per process
+
+    @property
+    def deadline(self):
+        return getattr(self._threads, "deadline", None)
+
+    @deadline.setter
+    def deadline(self, value):
+        self._threads.deadline = value
+
+
+def _attempt(executor, ownership, task, started=None):
     if not ownership.check(task):
         return None
+    if started is not None:
+        started(task)
     try:
         return "completed", executor.run(task["query"], task)
     except executors.Failed as exc:
@@ -203,12 +225,14 @@ def _report(order, task, status, result) -> bool:
     return True
 
 
-def _report_batch(order, batch, ownership) -> None:
-    """Report every finished task of ``batch`` (task, status, result) in one transaction."""
+def _report_batch(order, batch, ownership, starts=()) -> None:
+    """Report every finished task of ``batch`` (task, status, result) in one transaction,
+    with the ``starts`` (task, epoch seconds) of tasks that a thread took up since the last one."""
     reports = [{"sub_task_id": t["sub_task_id"], "status": st, "result": r, "agent_id": t["agent_id"]}
                for t, st, r in batch]
+    begun = [{"sub_task_id": t["sub_task_id"], "agent_id": t["agent_id"], "started_at": at} for t, at in starts]
     try:
-        outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"])
+        outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"], starts=begun)
     except BrainError as exc:  # the whole job is gone, expired or the store is unusable
         outcomes = [exc] * len(batch)
     lines = []
@@ -218,17 +242,17 @@ def _report_batch(order, batch, ownership) -> None:
             lines.append(f"{task['sub_task_id']}: report not stored: {outcome}")
         else:
             lines.append(f"{task['sub_task_id']} {status}: {validate.result(result)}")
-    log(*lines)
+    if lines:
+        log(*lines)
 
 
 def run(order) -> int:
     """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
     tasks = order["tasks"]
     settings = order["settings"]
-    ctx = _context(order["job_id"], order["executor"], order["model"], settings, order["files"],
-                   order["workdir"], order["allow_shell"], order["db"])
-    deadlines = [epoch(t["deadline"]) for t in tasks if t.get("deadline")]
-    ctx.deadline = min(deadlines) if deadlines else None
+    ctx = _TaskContext(**vars(_context(order["job_id"], order["executor"], order["model"], settings,
+                                       order["files"], order["workdir"], order["allow_shell"], order["db"])))
+    limits = {d: epoch(d) for d in {t["deadline"] for t in tasks if t.get("deadline")}}
     workers = max(1, min(int(settings.get("concurrency", 4)), len(tasks)))
     log(f"runner {os.getpid()}: job {order['job_id']}, executor {order['executor']}, "
         f"{len(tasks)} sub-tasks, concurrency {workers}")
@@ -240,22 +264,52 @@ def run(order) -> int:
         return len(tasks)
     failed = 0
     ownership = _Ownership(order)
+    # The threads tell this loop when they start a task and when they finish
+    # one. Everything told while the last batch was being stored goes into
+    # the next one: one commit for many starts and reports. A task runs as
+    # soon as a thread takes it up; until its start is stored it keeps the
+    # provisional deadline dispatch gave it (the job's expiry).
+    events = queue.SimpleQueue()
+
+    def started(task):
+        at = clock.now()
+        limit = limits.get(task.get("deadline"))
+        if task.get("timeout"):
+            limit = min(at + task["timeout"], limit) if limit else at + task["timeout"]
+        ctx.deadline = limit  # this thread's task: what state.start will store
+        events.put(("start", task, at))
+
+    def work(task):
+        outcome = None
+        try:
+            outcome = _attempt(executor, ownership, task, started)
+        except Exception as exc:  # not the executor's (``_attempt`` keeps those): say it, report nothing
+            log(f"{task['sub_task_id']}: not run: {''.join(traceback.format_exception_only(type(exc), exc)).strip()}")
+        finally:
+            events.put(("done", task, outcome))
+
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
-            pending = {pool.submit(_attempt, executor, ownership, task): task for task in tasks}
-            while pending:
-                # Everything that finished while the last batch was being
-                # stored goes into the next one: one commit for many reports.
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for task in tasks:
+                pool.submit(work, task)
+            left = len(tasks)
+            while left:
+                told = [events.get()]
+                while True:
+                    try:
+                        told.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                starts = [(task, at) for kind, task, at in told if kind == "start"]
                 batch = []
-                for future in done:
-                    task = pending.pop(future)
-                    outcome = future.result()
-                    if outcome is not None:
-                        failed += outcome[0] == "failed"
-                        batch.append((task, *outcome))
-                if batch:
-                    _report_batch(order, batch, ownership)
+                for kind, task, outcome in told:
+                    if kind == "done":
+                        left -= 1
+                        if outcome is not None:
+                            failed += outcome[0] == "failed"
+                            batch.append((task, *outcome))
+                if batch or starts:
+                    _report_batch(order, batch, ownership, starts)
     finally:
         executor.close()
     log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")

@@ -10,7 +10,9 @@ Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
 result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
 by dispatch), ``updated_at``, ``host_agent_id`` (the host's id for the same
 worker, linked by the plugin) and ``past_agents`` (identities of superseded
-attempts, which stay refused).
+attempts, which stay refused). A dispatched sub-task also has ``started_at``
+(when its worker started it; None while it waits for a runner's free slot,
+see ``waiting``), and a runner's has its ``timeout`` in seconds.
 """
 
 
@@ -304,7 +306,12 @@ def default_timeout(row, now) -> int:
 def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> list:
     """Mark every pending sub-task running with a fresh identity and deadline; return them.
 
-    ``runner`` (``{"pid", "log"}`` of a headless runner) is recorded in the history event.
+    The host starts every sub-task at once (``started_at``: now, deadline:
+    now + timeout). A headless runner starts them as its slots free up, so
+    they wait: ``started_at`` None, the ``timeout`` kept for :func:`start`,
+    and a provisional deadline at the job's expiry, so that no sub-task
+    times out for waiting. ``runner`` (``{"pid", "log"}`` of a headless
+    runner) is recorded in the history event.
     """
     _check_dispatchable(row, model, now)
     pending = [s for s in row["sub_tasks"] if s["status"] == "pending"]
@@ -312,14 +319,19 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
         raise _nothing_pending(row)
     # Never beyond the TTL: the effective timeout is what history records.
     timeout = min(timeout or default_timeout(row, now), max(1, int(epoch(row["expires_at"]) - now)))
-    deadline = iso(min(now + timeout, epoch(row["expires_at"])))
-    prefix = f"agent_{model}" if executor == "host" else f"agent_{executor}"
+    host = executor == "host"
+    deadline = iso(min(now + timeout, epoch(row["expires_at"]))) if host else row["expires_at"]
+    prefix = f"agent_{model}" if host else f"agent_{executor}"
     for sub in pending:
         _leave_pool(sub)
         sub["status"] = "running"
         sub["agent_id"] = f"{prefix}_{_token(3)}"
         sub["deadline"] = deadline
         sub["updated_at"] = iso(now)
+        if host:
+            sub["started_at"] = iso(now)
+        else:
+            sub.update(started_at=None, timeout=timeout)
     row["iteration"] += 1
     row["history"].append(
         event(now, "dispatch", executor=executor, model=model, session_id=session_id, timeout=timeout,
@@ -327,6 +339,46 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
     )
     settle(row, now)
     return pending
+
+
+def waiting(sub) -> bool:
+    """Running, but not started yet: dispatched to a runner whose slots are all busy.
+
+    ``started_at`` is None only between a headless dispatch and :func:`start`;
+    a sub-task without the field (an older row, a worker's own report) has started.
+    """
+    return sub["status"] == "running" and "started_at" in sub and sub["started_at"] is None
+
+
+def start(row, sub_task_id, agent_id, started, now) -> dict:
+    """A runner started a waiting sub-task at ``started`` (epoch seconds); return the sub-task.
+
+    Its real deadline counts from then: ``min(started + timeout, expiry)``.
+    Refused (nothing changes) unless the sub-task is waiting for ``agent_id``.
+    """
+    sub = find_subtask(row, sub_task_id)
+    if not waiting(sub) or sub["agent_id"] != agent_id:
+        raise Refusal(f"{sub_task_id} is not waiting for {agent_id} (it is {sub['status']}); not started")
+    started = min(started, now)
+    timeout = sub.get("timeout") or default_timeout(row, started)
+    sub["started_at"] = iso(started)
+    sub["deadline"] = iso(min(started + timeout, epoch(row["expires_at"])))
+    sub["updated_at"] = iso(now)
+    return sub
+
+
+def next_due(row):
+    """When expiry or a deadline can next change this job (ISO UTC), or None when it is final.
+
+    A deadline passing commits nothing: whoever waits on a job wakes then and looks.
+    """
+    if row["status"] in FINAL:
+        return None
+    due = row["expires_at"]
+    for s in row["sub_tasks"]:
+        if s["status"] == "running" and s.get("deadline") and s["deadline"] < due:
+            due = s["deadline"]
+    return due
 
 
 def retry(row, sub_task_ids, max_attempts, now) -> list:
@@ -359,6 +411,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
         _supersede(sub)
         sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
         _leave_pool(sub)
+        sub.pop("started_at", None)  # the next attempt starts anew (see ``waiting``)
         sub["attempt"] += 1
     row["iteration"] += 1
     ids = [s["sub_task_id"] for s in targets]
@@ -512,6 +565,7 @@ def claim(row, pool, worker, lease, now):
         sub.update(status="running", agent_id=f"agent_{pool}_{_token(3)}", worker=worker,
                    lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
                    updated_at=stamp)
+        sub["started_at"] = stamp  # a claim is a start: the worker runs it now
         row["history"].append(event(now, "claim", sub_task_id=sub["sub_task_id"], agent_id=sub["agent_id"],
                                     worker=worker))
         settle(row, now)

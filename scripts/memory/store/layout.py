@@ -153,7 +153,14 @@ class Slots:
         return counts
 
     def earliest_deadline(self):
-        """A lower bound of the running sub-tasks' deadlines (None: none can be due)."""
+        """A lower bound of the running sub-tasks' deadlines (None: none can be due).
+
+        Exact once every sub-task has been decoded: a bound left behind by a
+        sub-task that finished (or whose deadline moved, as when a runner
+        starts it) is dropped then, so one full look refreshes the tally.
+        """
+        if len(self._cache) == self._n:
+            return tally(self._cache.values())[1]
         earliest = self._earliest
         for sub in self._cache.values():
             d = sub.get("deadline")
