@@ -14,9 +14,9 @@ returns the result text (completed) or raises ``Failed`` (failed).
 import importlib
 
 from ..errors import InvalidInput
-from .base import Context, Executor, Failed
+from .base import Answer, Context, Executor, Failed
 
-__all__ = ["Context", "Executor", "Failed", "NAMES", "REGISTRY", "create", "get"]
+__all__ = ["Answer", "Context", "Executor", "Failed", "NAMES", "REGISTRY", "create", "get"]
 
 REGISTRY = {
     "anthropic": "anthropic_api",
