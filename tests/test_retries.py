@@ -140,3 +140,15 @@ def test_claude_does_not_retry_what_a_retry_cannot_fix(claude, db, tmp_path, mon
     sub = run(db, tmp_path, "claude", api_retries=3)
     assert sub["status"] == "failed" and sub["result"].startswith("claude -p failed: API error 401: ")
     assert claude() == 1
+
+
+def test_a_claude_too_old_for_the_options_says_so(tmp_path, db, monkeypatch):
+    bindir = tmp_path / "oldbin"
+    bindir.mkdir()
+    script = bindir / "claude"
+    script.write_text("#!/bin/sh\necho \"error: unknown option '--permission-prompts'\" >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    sub = run(db, tmp_path, "claude", api_retries=3)
+    assert sub["status"] == "failed"
+    assert sub["result"].startswith("claude -p: error: unknown option '--permission-prompts': this Claude Code is too old")
