@@ -59,6 +59,11 @@ def answer(i: int) -> str:
     return f"item_{i:02d}: value is {i * 7}"
 
 
+def answered(heard) -> int:
+    """How many items' answers the host has shown the main model."""
+    return len(set(re.findall(r"item_(\d+): value is", heard)))
+
+
 def prompt(route, n) -> str:
     if route == "workflow":
         return f"Use a workflow: summarize each of the {n} files in notes/, one agent per file."
@@ -171,10 +176,9 @@ class Main:
                 "run_in_background": True,
                 "prompt": f"Search Summarize {path} in the current directory. Return ONLY the result (max 200 chars)."}}
                 for i, path in enumerate(notes(self.n), 1)])
-        done = heard.count("<task-notification>")
-        if done < self.n:
+        if heard.count("<task-notification>") < self.n:
             return text("Waiting for the agents.")
-        return text(f"Notes: {done} summarized.")
+        return text(f"Notes: {answered(heard)} summarized.")
 
     def workflow(self, body, found, heard):
         if not [b for b, _ in found if b["name"] == "Workflow"]:
@@ -189,7 +193,7 @@ class Main:
             return tool_use("Workflow", {"script": script})
         if "<task-notification>" not in heard:
             return text("Waiting for the workflow.")
-        return text(f"Notes: {len(set(ITEM.findall(heard)))} summarized.")
+        return text(f"Notes: {answered(heard)} summarized.")
 
 
 # -- the workers --------------------------------------------------------------------
@@ -273,6 +277,42 @@ def responder(main, workers):
             return workers(body)
         return text("ok")  # side requests of the host (titles, summaries)
     return respond
+
+
+# -- measuring ----------------------------------------------------------------------
+
+def content_bytes(msg) -> int:
+    """What the model reads or writes in one message: texts, tool inputs (with the tool's
+    name), tool results and the host's notifications, in bytes of UTF-8; no JSON framing."""
+    content = msg["content"]
+    if isinstance(content, str):
+        return len(content.encode())
+    total = 0
+    for block in content:
+        kind = block.get("type")
+        if kind == "text":
+            total += len(block["text"].encode())
+        elif kind == "tool_use":
+            total += len(block["name"]) + len(json.dumps(block["input"], ensure_ascii=False,
+                                                          separators=(",", ":")).encode())
+        elif kind == "tool_result":
+            inner = block.get("content")
+            total += len(inner.encode()) if isinstance(inner, str) else sum(
+                len(part.get("text", "").encode()) for part in inner or [])
+    return total
+
+
+def context_growth(requests) -> "tuple[list, int]":
+    """``[(bytes, message)]`` of the orchestrator's conversation from its ``brain job create``
+    call (without one: its first answer) to its final answer, and the sum of their content bytes.
+    ``requests``: the fake API's log (``requests.jsonl`` entries)."""
+    last = [r for r in requests if r["body"] and is_main(r["body"])][-1]
+    convo = last["body"]["messages"] + [{"role": "assistant", "content": last["reply"]["content"]}]
+    answers = [i for i, m in enumerate(convo) if m["role"] == "assistant" and isinstance(m["content"], list)]
+    start = next((i for i in answers if any(b.get("type") == "tool_use" and "brain job create" in
+                                            json.dumps(b.get("input")) for b in convo[i]["content"])), answers[0])
+    parts = [(content_bytes(m), m) for m in convo[start:]]
+    return parts, sum(n for n, _ in parts)
 
 
 # -- the run ------------------------------------------------------------------------

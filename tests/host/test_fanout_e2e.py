@@ -68,26 +68,6 @@ def allowed_tools(env) -> "tuple[str, list]":
     return ",".join(f"Bash(brain job {name}:*)" for name in left), left
 
 
-def content_bytes(msg) -> int:
-    """What the model reads or writes in one message: texts, tool inputs, tool results, notifications."""
-    content = msg["content"]
-    if isinstance(content, str):
-        return len(content.encode())
-    total = 0
-    for block in content:
-        kind = block.get("type")
-        if kind == "text":
-            total += len(block["text"].encode())
-        elif kind == "tool_use":
-            total += len(block["name"]) + len(json.dumps(block["input"], ensure_ascii=False,
-                                                          separators=(",", ":")).encode())
-        elif kind == "tool_result":
-            inner = block.get("content")
-            total += len(inner.encode()) if isinstance(inner, str) else sum(
-                len(part.get("text", "").encode()) for part in inner or [])
-    return total
-
-
 def main_requests(requests):
     return [r for r in requests if r["body"] and scenario.is_main(r["body"])]
 
@@ -96,18 +76,6 @@ def worker_requests(requests):
     """The headless workers' requests: the worker instructions in their system prompt."""
     return [r for r in requests if r["body"] and scenario.WORKER_MARKER in system_text(r["body"])
             and not scenario.is_main(r["body"])]
-
-
-def growth(requests) -> "tuple[list, int]":
-    """``[(bytes, message)]`` of the orchestrator's conversation from its create call on, its final
-    answer included, and their sum in bytes of content."""
-    last = main_requests(requests)[-1]
-    convo = last["body"]["messages"] + [{"role": "assistant", "content": last["reply"]["content"]}]
-    start = next(i for i, m in enumerate(convo) if m["role"] == "assistant" and isinstance(m["content"], list)
-                 and any(b.get("type") == "tool_use" and "brain job create" in b["input"].get("command", "")
-                         for b in m["content"]))
-    parts = [(content_bytes(m), m) for m in convo[start:]]
-    return parts, sum(n for n, _ in parts)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +230,7 @@ def test_no_request_left_loopback(run):
 
 
 def test_context_growth_per_subtask(run, output):
-    parts, total = growth(run["requests"])
+    parts, total = scenario.context_growth(run["requests"])
     for n, msg in parts:
         print(f"{n:6d}  {msg['role']:9s} {json.dumps(msg['content'], ensure_ascii=False)[:110]}")
     per = total / N
