@@ -297,6 +297,18 @@ def test_the_host_starts_every_subtask_at_dispatch(db, fake_clock):
         assert not state.waiting(sub)
 
 
+def test_a_pool_claim_is_a_start(db, fake_clock):
+    from scripts.memory import pool
+
+    job = new_job(db, n=2)
+    pool.queue_job(job, "grep", timeout=20, db=db)
+    fake_clock.advance(3)
+    claimed = pool.claim("grep", "w1", 30, db=db)
+    sub = subs(jobs.get_job(job, db=db))[claimed["sub_task_id"]]
+    assert (sub["started_at"], sub["deadline"]) == (iso(fake_clock()), iso(fake_clock() + 20))
+    assert not state.waiting(sub)
+
+
 def test_a_runner_dispatch_waits_until_each_start_and_times_out_from_there(db, fake_clock):
     """Dispatched to a runner: running and waiting (deadline: the job's expiry) until the runner
     records the start; then ``min(start + timeout, expiry)``."""

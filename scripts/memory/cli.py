@@ -2,8 +2,11 @@
 
 Data goes to stdout, errors and hints to stderr. Exit codes, decided in
 ``main`` only: 0 success, 1 operational error (not found, expired, invalid
-transition, refused report, store busy or broken), 2 usage or invalid input.
-Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the traceback.
+transition, refused report, store busy or broken), 2 usage or invalid input,
+130 Ctrl-C. Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the
+traceback. The one other way out: ``watch`` and ``wait`` end with their
+job's outcome, which is a result and not an error (1 some sub-tasks failed,
+124 the wait's timeout ran out; ``commands._leave_with``).
 """
 
 import os

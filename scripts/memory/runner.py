@@ -23,6 +23,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,6 +141,9 @@ def run_here(job_id, executor, *, settings, model="haiku", files=None, timeout=N
 # -- the runner process -------------------------------------------------------
 
 _log_lock = threading.Lock()
+# Seconds a start waits for a report to share its commit: what `brain job subtasks`
+# may lag behind a start. Its deadline counts from the start itself.
+START_DELAY = 0.2
 
 
 def log(*messages) -> None:
@@ -249,6 +253,47 @@ def _report_batch(order, batch, ownership, starts=()) -> None:
         log(*lines)
 
 
+def _record(order, ownership, events, n) -> int:
+    """Store what the threads tell until ``n`` tasks are done; return how many failed.
+
+    The threads tell when they start a task and when they finish one.
+    Everything told while the last batch was being stored goes into the
+    next one: one commit for many starts and reports. A task runs as soon
+    as a thread takes it up; until its start is stored (with the next
+    report, or after START_DELAY) it keeps the provisional deadline dispatch
+    gave it, the job's expiry, and its own deadline counts from the start.
+    """
+    failed, left = 0, n
+    starts, batch, first = [], [], None
+    while left:
+        # Reports go at once; starts alone wait up to START_DELAY for one to go with.
+        for kind, task, value in _told(events, None if first is None else first + START_DELAY - time.monotonic()):
+            if kind == "start":
+                starts.append((task, value))
+                first = first or time.monotonic()
+            else:
+                left -= 1
+                if value is not None:
+                    failed += value[0] == "failed"
+                    batch.append((task, *value))
+        if batch or (starts and (not left or time.monotonic() >= first + START_DELAY)):
+            _report_batch(order, batch, ownership, starts)
+            starts, batch, first = [], [], None
+    return failed
+
+
+def _told(events, timeout) -> list:
+    """What the threads told: the first event (waiting up to ``timeout`` seconds; None: until
+    there is one) and everything already queued after it."""
+    told = []
+    try:
+        told.append(events.get(timeout=None if timeout is None else max(0.0, timeout)))
+        while True:
+            told.append(events.get_nowait())
+    except queue.Empty:
+        return told
+
+
 def run(order) -> int:
     """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
     tasks = order["tasks"]
@@ -265,13 +310,7 @@ def run(order) -> int:
         for task in tasks:
             _report(order, task, "failed", f"executor {order['executor']} unavailable: {exc}")
         return len(tasks)
-    failed = 0
     ownership = _Ownership(order)
-    # The threads tell this loop when they start a task and when they finish
-    # one. Everything told while the last batch was being stored goes into
-    # the next one: one commit for many starts and reports. A task runs as
-    # soon as a thread takes it up; until its start is stored it keeps the
-    # provisional deadline dispatch gave it (the job's expiry).
     events = queue.SimpleQueue()
 
     def started(task):
@@ -295,24 +334,7 @@ def run(order) -> int:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
             for task in tasks:
                 pool.submit(work, task)
-            left = len(tasks)
-            while left:
-                told = [events.get()]
-                while True:
-                    try:
-                        told.append(events.get_nowait())
-                    except queue.Empty:
-                        break
-                starts = [(task, at) for kind, task, at in told if kind == "start"]
-                batch = []
-                for kind, task, outcome in told:
-                    if kind == "done":
-                        left -= 1
-                        if outcome is not None:
-                            failed += outcome[0] == "failed"
-                            batch.append((task, *outcome))
-                if batch or starts:
-                    _report_batch(order, batch, ownership, starts)
+            failed = _record(order, ownership, events, len(tasks))
     finally:
         executor.close()
     log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")

@@ -402,7 +402,7 @@ def start(row, sub_task_id, agent_id, started, now) -> dict:
     started = min(started, now)
     timeout = sub.get("timeout") or default_timeout(row, started)
     sub["started_at"] = iso(started)
-    sub["deadline"] = iso(min(started + timeout, epoch(row["expires_at"])))
+    sub["deadline"] = min(iso(started + timeout), row["expires_at"])  # fixed-width ISO: compared as text
     sub["updated_at"] = iso(now)
     return sub
 
