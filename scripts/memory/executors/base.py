@@ -102,6 +102,9 @@ class Executor:
     def run(self, query: str, task=None) -> str:
         """Run one query; return its result text or raise ``Failed``. Called from worker threads.
 
+        An executor that measures what the run cost returns an ``Answer`` (and raises
+        ``Failed`` with its ``usage``): the runner stores that usage on the sub-task.
+
         ``task`` is the sub-task being run (``sub_task_id``, ``agent_id``, ``query``).
         """
         raise NotImplementedError
