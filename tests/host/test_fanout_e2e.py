@@ -11,9 +11,11 @@ against the same fake API: odd ones read their note and report themselves,
 even ones only answer (the runner reports), and two are refused with 529
 until the CLI gives up once (the executor tries again).
 
-Permissions: the plugin's PreToolUse hook approves what it approves; only
-the commands it leaves to the host (``dispatch --executor``, which starts
-processes, at least) are given with ``--allowedTools`` (``ALLOWED``).
+Permissions: the plugin's PreToolUse hook approves what it approves (asked
+the way the host asks it, ``allowed_tools``); only the main agent's commands
+it leaves to the host are given with ``--allowedTools``: ``dispatch
+--executor`` at least, which starts processes (the run prints the list).
+The workers' reports are allowed by the executor's own ``--allowedTools``.
 
 What "context" means here: the bytes the orchestrator's conversation grew by
 from its create call to its final answer, host notifications included,
