@@ -130,6 +130,43 @@ def row_hooks(scale, figures, rows):
                      f"{x['ratio_to_reference']:.2f}x", f"<= {x['goal_ms']:g} ms", _verdict(x["goal_met"])))
 
 
+def row_context(scale, figures, rows):
+    from . import context
+
+    out = figures["8_context"] = context.run(only=("8",))
+    if "skipped" in out:
+        rows.append(("8", "orchestrator context per sub-task, real Claude Code CLI", "not measured", out["skipped"],
+                     "", "", "N/A"))
+        return
+    labels = {"headless": "plugin, headless claude workers + background wait",
+              "headless, read the output file": "  same, join read from the output file (Read)",
+              "host": "plugin, host agents", "plain": "no plugin, host agents with the full instruction",
+              "workflow": "no plugin, the host's Workflow tool"}
+    by = out["context"]
+    for label_key, label in labels.items():
+        small, big = by[f"{label_key} @ 10"], by[f"{label_key} @ 50"]
+        goal = "<= 80 B at 50" if label_key == "headless" else ""
+        verdict = _verdict(big["per_sub_task"] <= 80) if label_key == "headless" else "INFO"
+        rows.append(("8", f"orchestrator context per sub-task: {label}",
+                     f"{_f(big['per_sub_task'], ' B', 0)} at 50", f"{_f(small['per_sub_task'], ' B', 0)} at 10",
+                     "", goal, verdict))
+
+
+def row_wall(scale, figures, rows):
+    from . import context
+
+    out = figures["9_wall"] = context.run(only=("9",))
+    if "skipped" in out:
+        rows.append(("9", "dispatch to join, 50 headless sub-tasks", "not measured", out["skipped"], "", "", "N/A"))
+        return
+    w = out["wall"]
+    rows.append(("9", f"dispatch to join: {w['sub_tasks']} headless claude workers, concurrency {w['concurrency']}, "
+                      f"each answer {w['worker_delay_s']:g} s", _f(w["seconds"], " s"),
+                 f"the answer delays alone {_f(w['delays_alone_s'], ' s')}; instant answers "
+                 f"{_f(w['instant_answers_s'], ' s')}", f"+{w['overhead_per_worker_s']:.2f} s per worker", "",
+                 "INFO"))
+
+
 def row_postgres(scale, figures, rows):
     from . import contended
 
@@ -167,7 +204,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not the issue's numbers)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="rows to run, e.g. 1,3 (6 comes with 4)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9",
+                        help="rows to run, e.g. 1,3 (6 comes with 4; 8 and 9 need the real Claude Code CLI)")
     parser.add_argument("--synchronous", default="FULL", choices=("OFF", "NORMAL", "FULL", "EXTRA"),
                         help="SQLite synchronous for brain and the raw limit (default FULL, brain's default)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS, "latest.json"), help="JSON figures file")
@@ -184,7 +222,9 @@ def main(argv=None) -> int:
              ("3", lambda: row_fanout(scale, figures, rows, args.synchronous)),
              ("4", lambda: row_headless(scale, figures, rows)),
              ("5", lambda: row_postgres(scale, figures, rows)),
-             ("7", lambda: row_hooks(scale, figures, rows))]
+             ("7", lambda: row_hooks(scale, figures, rows)),
+             ("8", lambda: row_context(scale, figures, rows)),
+             ("9", lambda: row_wall(scale, figures, rows))]
     for key, step in steps:
         if key in only or (key == "4" and "6" in only):
             common.progress(f"row {key} ...")

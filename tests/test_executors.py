@@ -183,7 +183,9 @@ def test_http_end_to_end_from_a_plain_terminal(api, brain, db):
     start = time.monotonic()
     out = brain.ok("job", "dispatch", job, "--executor", "http", "--base-url", api.url)
     assert time.monotonic() - start < 5
-    assert f"job_{job}: 4 sub-tasks running with the http executor" in out and "log: " in out
+    # One line: what an agent reads is context it pays for (the log is in the history).
+    assert out.startswith(f"job_{job}: 4 sub-tasks running with the http executor (runner pid ") and "\n" not in out[:-1]
+    assert "runners/" in brain.ok("job", "history", job)
     watch = brain("job", "watch", job, timeout=30)
     assert watch.returncode == 1  # GET /boom failed, alone
     summary = brain.json("job", "consolidate", job)
@@ -197,13 +199,22 @@ def test_http_end_to_end_from_a_plain_terminal(api, brain, db):
 STAND_IN = """#!{python}
 import json, os, sys
 with open(os.environ["CLAUDE_RECORD"], "a") as f:
-    f.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "db": os.environ.get("BRAIN_DATABASE_URL") or os.environ.get("BRAIN_DB")}}) + "\\n")
+    f.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
+                        "db": os.environ.get("BRAIN_DATABASE_URL") or os.environ.get("BRAIN_DB")}}) + "\\n")
 prompt = sys.argv[sys.argv.index("-p") + 1]
 if "broken" in prompt:
-    print("API Error: overloaded", file=sys.stderr)
+    print("claude: cannot read its settings", file=sys.stderr)
     sys.exit(1)
-print("Found 42 users in db.py")
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "api_error_status": None,
+                  "result": "Found 42 users\\nin db.py", "total_cost_usd": 0.0123, "permission_denials": [],
+                  "usage": {{"input_tokens": 40, "cache_creation_input_tokens": 1000,
+                            "cache_read_input_tokens": 3000, "output_tokens": 12}}}}))
 """
+# A session's Bash tool marks its commands with these (tests/host showed them);
+# a worker started from there must not pass for that session's child.
+SESSION_ENV = {"CLAUDECODE": "1", "CLAUDE_CODE_SESSION_ID": "7d3e", "CLAUDE_CODE_CHILD_SESSION": "1",
+               "CLAUDE_CODE_CHILD_NOTES_DIR": "/tmp/notes", "CLAUDE_CODE_MESSAGING_SOCKET": "/tmp/s.sock",
+               "CLAUDE_CODE_MESSAGING_TOKEN": "t0k", "CLAUDE_CODE_ENTRYPOINT": "sdk-cli", "CLAUDE_PID": "1"}
 
 
 @pytest.fixture
@@ -221,12 +232,15 @@ def test_claude_runs_claude_p_per_subtask_with_the_worker_instructions(stand_in,
     env, record = stand_in
     job = brain.ok("job", "create", "--distributed", "--ttl", "300", "--prompt", "p", "--file", "db.py",
                    "--subtask", "users", "--subtask", "broken thing").strip()[4:]
-    proc = cli("job", "dispatch", job, "--executor", "claude", "--model", "sonnet", env=env, cwd=tmp_path)
+    proc = cli("job", "dispatch", job, "--executor", "claude", "--model", "sonnet", env={**env, **SESSION_ENV},
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     row = wait_until(lambda: finished(job, db), what="claude runner")
     ok, bad = row["sub_tasks"]
     assert (ok["status"], ok["result"]) == ("completed", "Found 42 users in db.py")
-    assert (bad["status"], bad["result"]) == ("failed", "claude exited 1: API Error: overloaded")
+    # Every input token counts, cached or not; the cost is the CLI's own figure.
+    assert ok["usage"] == {"input_tokens": 4040, "output_tokens": 12, "cost_usd": 0.0123}
+    assert (bad["status"], bad["result"]) == ("failed", "claude exited 1: claude: cannot read its settings")
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(calls) == 2
     (call,) = [c for c in calls if "Search users" in c["argv"][c["argv"].index("-p") + 1]]
@@ -238,8 +252,13 @@ def test_claude_runs_claude_p_per_subtask_with_the_worker_instructions(stand_in,
     assert ok["agent_id"] not in prompt
     assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"
     assert "200 characters" in argv[argv.index("--append-system-prompt") + 1]
-    assert argv[argv.index("--allowedTools") + 1] == "Read Grep Glob Bash(brain job update:*)"
+    assert argv[argv.index("--tools") + 1] == "Read,Grep,Glob,Bash"
+    assert argv[argv.index("--allowedTools") + 1] == "Bash(brain job update:*)"
+    assert argv[argv.index("--permission-prompts") + 1] == "none"
+    assert argv[argv.index("--output-format") + 1] == "json"
+    assert "--safe-mode" in argv and "--no-session-persistence" in argv
     assert call["cwd"] == os.path.realpath(tmp_path) and call["db"] == db
+    assert not set(SESSION_ENV) & set(call["env"]), "the worker passed for the dispatching session's child"
 
 
 def test_claude_missing_from_path_is_a_clear_error(brain, db, tmp_path):
@@ -251,7 +270,8 @@ def test_claude_missing_from_path_is_a_clear_error(brain, db, tmp_path):
 
 
 def test_a_worker_that_reports_itself_keeps_its_report(stand_in, db, tmp_path, monkeypatch):
-    """When `claude -p` reports through brain job update, the runner does not overwrite it."""
+    """When `claude -p` reports through brain job update, the runner does not overwrite it, and still
+    stores what the run cost."""
     env, _ = stand_in
     script = tmp_path / "fakebin" / "claude"
     script.write_text(f"""#!{sys.executable}
@@ -260,10 +280,13 @@ prompt = sys.argv[sys.argv.index("-p") + 1]
 job, sub, agent = re.search(r"brain job update (\\w+) (sub_\\d+) --agent-id (\\S+)", prompt).groups()
 subprocess.run([{sys.executable!r}, {str(runner.ROOT / 'scripts' / 'brain')!r}, "job", "update", job, sub,
                 "--agent-id", agent, "--status", "completed", "--result", "reported by the worker"], check=True)
-print("a longer final message")
+print('{{"type": "result", "is_error": false, "result": "a longer final message", "total_cost_usd": 0.25, '
+      '"usage": {{"input_tokens": 9, "output_tokens": 3}}}}')
 """)
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["users"], db=db)
     monkeypatch.setenv("PATH", env["PATH"])
     failed = runner.run_here(job, "claude", settings=config.resolve(), workdir=str(tmp_path), db=db)
     assert failed == 0
-    assert jobs.get_job(job, db=db)["sub_tasks"][0]["result"] == "reported by the worker"
+    sub = jobs.get_job(job, db=db)["sub_tasks"][0]
+    assert sub["result"] == "reported by the worker"
+    assert sub["usage"] == {"input_tokens": 9, "output_tokens": 3, "cost_usd": 0.25}  # stored after the report

@@ -102,7 +102,8 @@ def test_a_500_fails_only_its_own_subtask(api, db, tmp_path):
 
     api.responder = responder
     subs = run(db, tmp_path, ["broken", "users", "posts"], api_retries=2)
-    assert (subs["broken"]["status"], subs["broken"]["result"]) == ("failed", "API error 500: upstream exploded")
+    assert (subs["broken"]["status"], subs["broken"]["result"]) == ("failed",
+                                                                    "API error 500: upstream exploded (3 tries)")
     assert [subs[q]["status"] for q in ("users", "posts")] == ["completed", "completed"]
     assert sum("broken" in first_user_text(r) for r in api.messages_requests()) == 3  # 1 + 2 retries
 

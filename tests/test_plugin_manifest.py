@@ -60,12 +60,13 @@ def test_skill_carries_the_flow_and_the_ttl_guidance():
     path = ROOT / "skills" / "job-queue" / "SKILL.md"
     fields = frontmatter(path)
     assert fields["name"] == "job-queue" and "parallel" in fields["description"]
+    assert len(fields["description"]) <= 300  # loaded into every session: kept short
     assert fields.get("argument-hint")
     body = path.read_text()
     assert "$ARGUMENTS" in body
-    for needle in ("brain job create --distributed", "brain job dispatch", "--json", "ONE message",
-                   "run_in_background", "brain job subtasks", "brain job consolidate", "brain job retry",
-                   "60 s", "300 s", "600 s", "1800 s"):
+    for needle in ("brain job create -q", "--glob", "--subtasks-from", "brain job dispatch <id> --executor claude",
+                   "run_in_background: true", "brain job wait <id>", "--json", "ONE message", "at most 20",
+                   "brain job retry", "60-300 s", "600-1800 s", "Workflow"):
         assert needle in body, needle
 
 

@@ -46,7 +46,9 @@ def test_the_runner_detaches_and_outlives_the_process_that_started_it(server, br
     assert proc.returncode == 0, proc.stderr  # dispatch returned while the work is held at the gate
     event = dispatch_event(job, db)
     pid, log = event["runner"]["pid"], event["runner"]["log"]
-    assert f"runner pid {pid}" in proc.stdout and f"log: {log}" in proc.stdout
+    # One line for whoever reads it (an agent pays for every byte); the log is in the history.
+    assert proc.stdout == f"job_{job}: 2 sub-tasks running with the http executor (runner pid {pid})\n"
+    assert proc.stderr == "" and log.startswith(runner.log_dir(db))
     wait_until(lambda: server.inflight == 2, what="both requests at the gate")
     state = proc_stat(pid)
     assert state is not None, "the runner died with its parent"
@@ -226,6 +228,39 @@ def test_the_runner_skips_work_that_is_no_longer_its_own(server, db, tmp_path):
     assert "sub_2: skipped: it is failed" in text
     assert [h for h in server.hits if h[1] == "/gate/2"] == []  # never requested
     assert [s["result"] for s in jobs.get_job(job, db=db)["sub_tasks"]] == ["cancelled", "cancelled"]
+
+
+def test_a_person_at_a_terminal_is_shown_the_log_and_what_comes_next(server, db, tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import BRAIN
+
+    job = create(db, ["GET /health"])
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, str(BRAIN), "job", "dispatch", job, "--executor", "http",
+                               "--base-url", server.url], stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path,
+                              timeout=30)
+        os.close(follower)
+        follower = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if follower is not None:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    log = dispatch_event(job, db)["runner"]["log"]
+    assert f"log: {log}" in shown.decode() and f"brain job wait {job}" in shown.decode()
 
 
 def test_a_refused_dispatch_starts_no_runner(server, db, tmp_path, brain_home):

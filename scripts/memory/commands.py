@@ -176,8 +176,9 @@ def _dispatch_headless(a, settings):
         return
     print(f"job_{out['job_id']}: {len(out['sub_tasks'])} sub-tasks running with the {out['executor']} executor "
           f"(runner pid {out['pid']})")
-    print(f"log: {out['log']}")
-    _hint(f"next: brain job watch {out['job_id']}")
+    if sys.stderr.isatty():  # for a person; an agent reads every byte (the log is in brain job history)
+        _hint(f"log: {out['log']}\nnext: brain job watch {out['job_id']} (live), or brain job wait {out['job_id']} "
+              "(one answer at the end)")
 
 
 def cmd_watch(a):

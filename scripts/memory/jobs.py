@@ -270,9 +270,12 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
     """Several workers' reports on one job, in one transaction (a runner's batch).
 
     ``reports`` holds dicts with ``sub_task_id, status`` and optionally
-    ``result, agent_id``. Each is checked and applied on its own, exactly as
+    ``result, agent_id, usage``. Each is checked and applied on its own, exactly as
     :func:`update_subtask_status` would; one refused report does not stop
-    the others. Returns, per report, the updated sub-task or the
+    the others. ``usage`` (``input_tokens, output_tokens, cost_usd``: what
+    the worker cost) is stored on the sub-task its ``agent_id`` owns even
+    when the report is refused (a worker that reported itself was paid for
+    too); a bad ``usage`` refuses its report. Returns, per report, the updated sub-task or the
     ``BrainError`` that refused it. One commit for many reports is what
     lets a runner keep up with fast sub-tasks on large jobs.
 
@@ -282,13 +285,16 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
     start is skipped: that sub-task is no longer the runner's, and its
     report will be refused and say why.
     """
-    checked = []
+    checked, usages = [], []
     for r in reports:
         try:
+            usage = _usage(r.get("usage"))
             checked.append((validate.sub_task_id(r.get("sub_task_id")), validate.status(r.get("status")),
                             validate.result(r.get("result")), validate.agent_id(r.get("agent_id"))))
         except BrainError as exc:
             checked.append(exc)
+            usage = None
+        usages.append(usage)
 
     started = [(validate.sub_task_id(s["sub_task_id"]), validate.agent_id(s["agent_id"]), float(s["started_at"]))
                for s in starts]
@@ -300,10 +306,15 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
             except BrainError:
                 pass
         outcomes = []
-        for item in checked:
+        for item, usage in zip(checked, usages):
             if isinstance(item, BrainError):
                 outcomes.append(item)
                 continue
+            if usage:  # first: the report that ends the job consolidates the totals with it
+                try:
+                    state.add_usage(row, item[0], item[3], usage, now)
+                except BrainError:
+                    pass  # not this worker's: its report is refused below and says why
             try:
                 outcomes.append(dict(state.report(row, *item, False, now)))
             except BrainError as exc:
@@ -314,6 +325,24 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
         return []
     _, outcomes = _mutate(job_id, apply, db, lazy=True)
     return outcomes
+
+
+def _usage(value):
+    """A report's ``usage`` as stored, or None: ``input_tokens`` and ``output_tokens``
+    (whole numbers) and ``cost_usd``, each optional, none negative."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - set(state.USAGE_KEYS):
+        raise InvalidInput(f"usage must be an object with some of {', '.join(state.USAGE_KEYS)}")
+    out = {}
+    for key in state.USAGE_KEYS:
+        number = value.get(key)
+        if number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number < 1e15:
+            raise InvalidInput(f"usage {key} must be a number of at least 0, got {validate.printable(number)}")
+        out[key] = round(float(number), 6) if key == "cost_usd" else int(number)
+    return out or None
 
 
 def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None,

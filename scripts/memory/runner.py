@@ -206,17 +206,20 @@ class _TaskContext(executors.Context):
 
 
 def _attempt(executor, ownership, task, started=None):
+    """Run one task: ``(status, result, usage)``, or None when it is no longer ours.
+    ``usage`` is what the executor measured (``executors.Answer``, ``Failed.usage``), or None."""
     if not ownership.check(task):
         return None
     if started is not None:
         started(task)
     try:
-        return "completed", executor.run(task["query"], task)
+        answer = executor.run(task["query"], task)
+        return "completed", str(answer), getattr(answer, "usage", None)
     except executors.Failed as exc:
-        return "failed", str(exc) or "failed"
+        return "failed", str(exc) or "failed", exc.usage
     except Exception as exc:  # one sub-task's bug must not take the others down
         log(f"{task['sub_task_id']}: {''.join(traceback.format_exception_only(type(exc), exc)).strip()}")
-        return "failed", f"{type(exc).__name__}: {exc}"
+        return "failed", f"{type(exc).__name__}: {exc}", None
 
 
 def _report(order, task, status, result) -> bool:
@@ -231,17 +234,17 @@ def _report(order, task, status, result) -> bool:
 
 
 def _report_batch(order, batch, ownership, starts=()) -> None:
-    """Report every finished task of ``batch`` (task, status, result) in one transaction,
+    """Report every finished task of ``batch`` (task, status, result, usage) in one transaction,
     with the ``starts`` (task, epoch seconds) of tasks that a thread took up since the last one."""
-    reports = [{"sub_task_id": t["sub_task_id"], "status": st, "result": r, "agent_id": t["agent_id"]}
-               for t, st, r in batch]
+    reports = [{"sub_task_id": t["sub_task_id"], "status": st, "result": r, "agent_id": t["agent_id"], "usage": u}
+               for t, st, r, u in batch]
     begun = [{"sub_task_id": t["sub_task_id"], "agent_id": t["agent_id"], "started_at": at} for t, at in starts]
     try:
         outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"], starts=begun)
     except BrainError as exc:  # the whole job is gone, expired or the store is unusable
         outcomes = [exc] * len(batch)
     lines = []
-    for (task, status, result), outcome in zip(batch, outcomes):
+    for (task, status, result, _), outcome in zip(batch, outcomes):
         ownership.release(task["sub_task_id"])
         if isinstance(outcome, BrainError):
             lines.append(f"{task['sub_task_id']}: report not stored: {outcome}")

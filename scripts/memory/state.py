@@ -13,7 +13,10 @@ worker, linked by the plugin), ``past_agents`` (public identities of
 superseded attempts) and, once finished, ``source`` (where its result came
 from, see ``SOURCES``). A dispatched sub-task also has ``started_at``
 (when its worker started it; None while it waits for a runner's free slot,
-see ``waiting``), and a runner's has its ``timeout`` in seconds.
+see ``waiting``), and a runner's has its ``timeout`` in seconds. A headless
+executor that measures what its worker cost stores it as ``usage``
+(``input_tokens, output_tokens`` and, where known, ``cost_usd``); the
+consolidation adds up the totals (``usage_totals``).
 
 Credentials: ``agent_id`` is a public label (``agent_haiku_3f9a1c``), shown
 by every read. Dispatch and pool claims also issue each worker a secret
@@ -231,10 +234,11 @@ def counts(row) -> dict:
 
 
 def summary(row, now) -> dict:
-    """The seed's consolidation dict, plus pending/running counts and completeness."""
+    """The seed's consolidation dict, plus pending/running counts and completeness,
+    and ``usage`` totals when any sub-task recorded its usage."""
     c = counts(row)
     complete = row["status"] in FINAL
-    return {
+    out = {
         "job_id": row["job_id"],
         "total_tasks": len(row["sub_tasks"]),
         "completed": c["completed"],
@@ -250,6 +254,42 @@ def summary(row, now) -> dict:
         ],
         "consolidated_at": iso(now),
     }
+    totals = usage_totals(row)
+    if totals is not None:
+        out["usage"] = totals
+    return out
+
+
+USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd")
+
+
+def usage_totals(row):
+    """The sum of the sub-tasks' ``usage``, or None when none recorded any. ``cost_usd``
+    adds up only the costs that were reported (None when no executor reported one)."""
+    found = [s["usage"] for s in row["sub_tasks"] if s.get("usage")]
+    if not found:
+        return None
+    totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": None}
+    for usage in found:
+        for key in USAGE_KEYS:
+            if usage.get(key) is not None:
+                totals[key] = (totals[key] or 0) + usage[key]
+    if totals["cost_usd"] is not None:
+        totals["cost_usd"] = round(totals["cost_usd"], 6)
+    return totals
+
+
+def add_usage(row, sub_task_id, agent_id, usage, now) -> dict:
+    """Store ``usage`` on a sub-task that ``agent_id`` owns, whatever its status (a worker
+    that reported itself was paid for all the same); return the sub-task. A stored
+    consolidation gets its totals again. No history event: usage is not a report."""
+    sub = find_subtask(row, sub_task_id)
+    if not _owns(sub, agent_id):
+        raise Refusal(f"usage refused: that --agent-id does not own {sub_task_id}")
+    sub["usage"] = usage
+    if row["consolidated_result"] is not None:
+        row["consolidated_result"] = dict(row["consolidated_result"], usage=usage_totals(row))
+    return sub
 
 
 def settle(row, now) -> None:

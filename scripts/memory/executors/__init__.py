@@ -8,15 +8,16 @@ until it runs (the ``anthropic`` SDK alone takes over a second to import).
 The contract (see ``base.Executor``): ``check()`` runs in the dispatching
 process before anything is marked running and raises a ``BrainError`` that
 says what is missing; ``run(query)`` runs in the background runner and
-returns the result text (completed) or raises ``Failed`` (failed).
+returns the result text (completed; an ``Answer`` also carries what it cost)
+or raises ``Failed`` (failed).
 """
 
 import importlib
 
 from ..errors import InvalidInput
-from .base import Context, Executor, Failed
+from .base import Answer, Context, Executor, Failed
 
-__all__ = ["Context", "Executor", "Failed", "NAMES", "REGISTRY", "create", "get"]
+__all__ = ["Answer", "Context", "Executor", "Failed", "NAMES", "REGISTRY", "create", "get"]
 
 REGISTRY = {
     "anthropic": "anthropic_api",

@@ -7,10 +7,14 @@ path outside that directory, including one reached through a symlink, is
 refused with a tool error, as is a special file (FIFO, socket, device):
 ``files.Root`` checks each file as it is opened. The loop is bounded: ``max_turns`` model turns,
 ``max_tokens`` output tokens per turn and ``max_total_tokens`` per
-sub-task. The SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``
-and retries 429 and 5xx responses with exponential backoff (honouring
-``retry-after``) up to ``api_retries`` times; a request that still fails
-fails only its own sub-task.
+sub-task. The SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``.
+An overloaded, rate-limited or failing answer (408, 409, 429, 5xx, 529),
+a timeout or a lost connection is tried again with exponential backoff
+(honouring ``retry-after``) up to ``api_retries`` times, and only while
+the sub-task's deadline leaves time for another try; a request that still
+fails fails only its own sub-task. What the turns cost (input tokens,
+cached or not, and output tokens) is returned with the answer and stored
+on the sub-task.
 
 The SDK is imported when the first sub-task runs, inside the background
 runner: importing it costs over a second.
@@ -21,15 +25,17 @@ import io
 import os
 import re
 import threading
+import time
 
 from .. import prompts
 from ..config import model_id
-from .base import Executor as _Base, Failed, unavailable
+from .base import Answer, Executor as _Base, Failed, retry_pause, unavailable
 from .files import Refused, Root
 
 MAX_READ = 16_000
 MAX_GREP_LINES = 60
 MAX_LIST = 200
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}  # overloaded, rate-limited, or a passing server error
 
 SYSTEM = (
     "You are a search worker of brain-jobs, running without a person. The working directory is "
@@ -146,43 +152,54 @@ class Executor(_Base):
             if self._client is None:
                 import anthropic  # here only: over a second to import
 
-                s = self.ctx.settings
-                self._client = anthropic.Anthropic(max_retries=s.get("api_retries", 4),
-                                                   timeout=s.get("api_timeout", 60.0))
+                # Retries are ours (``_create``): the SDK's own would not know the deadline.
+                self._client = anthropic.Anthropic(max_retries=0, timeout=self.ctx.settings.get("api_timeout", 60.0))
             return self._client
 
-    def run(self, query: str, task=None) -> str:
+    def _create(self, usage, **request):
+        """One model turn. Refusals worth another try (``RETRYABLE``, a timeout, a lost
+        connection) are retried ``api_retries`` times at most, never past the deadline."""
         import anthropic
 
+        s = self.ctx.settings
+        retries = int(s.get("api_retries", 4))
+        for tried in range(1, retries + 2):
+            try:
+                return self.client().messages.create(**request, timeout=self.ctx.time_left(s.get("api_timeout", 60.0)))
+            except anthropic.APIStatusError as exc:
+                failure, after = f"API error {exc.status_code}: {_message(exc)}", _retry_after(exc)
+                if exc.status_code not in RETRYABLE:
+                    raise Failed(failure, usage) from None
+            except anthropic.APITimeoutError:
+                failure, after = "API request timed out", None
+            except anthropic.APIConnectionError as exc:
+                failure, after = f"cannot reach the API: {exc}", None
+            pause = retry_pause(tried, after)
+            if tried > retries or not self.ctx.may_retry(pause):
+                raise Failed(failure + (f" ({tried} tries)" if tried > 1 else ""), usage)
+            time.sleep(pause)
+
+    def run(self, query: str, task=None) -> str:
         s = self.ctx.settings
         tools = Tools(self.ctx.workdir)
         files = [self.ctx.relative(f) for f in self.ctx.files]
         messages = [{"role": "user", "content": prompts.instruction(query, files)}]
         system = SYSTEM.format(workdir=self.ctx.workdir)
         budget = s.get("max_total_tokens", 60_000)
-        used = 0
+        usage = None
         for _turn in range(s.get("max_turns", 6)):
-            try:
-                resp = self.client().messages.create(
-                    model=model_id(s, self.ctx.model), max_tokens=s.get("max_tokens", 1024),
-                    system=system, tools=TOOLS, messages=messages,
-                    timeout=self.ctx.time_left(s.get("api_timeout", 60.0)),
-                )
-            except anthropic.APIStatusError as exc:
-                raise Failed(f"API error {exc.status_code}: {_message(exc)}") from None
-            except anthropic.APITimeoutError:
-                raise Failed("API request timed out") from None
-            except anthropic.APIConnectionError as exc:
-                raise Failed(f"cannot reach the API: {exc}") from None
-            used += resp.usage.input_tokens + resp.usage.output_tokens
+            resp = self._create(usage, model=model_id(s, self.ctx.model), max_tokens=s.get("max_tokens", 1024),
+                                system=system, tools=TOOLS, messages=messages)
+            usage = _add(usage, resp.usage)
+            used = usage["input_tokens"] + usage["output_tokens"]
             calls = [b for b in resp.content if b.type == "tool_use"]
             if resp.stop_reason != "tool_use" or not calls:
                 answer = " ".join(" ".join(b.text for b in resp.content if b.type == "text").split())
                 if not answer:
-                    raise Failed(f"empty answer (stop reason {resp.stop_reason})")
-                return answer
+                    raise Failed(f"empty answer (stop reason {resp.stop_reason})", usage)
+                return Answer(answer, usage)
             if used >= budget:
-                raise Failed(f"token budget spent ({used} of {budget}) before an answer")
+                raise Failed(f"token budget spent ({used} of {budget}) before an answer", usage)
             messages.append({"role": "assistant", "content": [_block(b) for b in resp.content]})
             results = []
             for call in calls:
@@ -194,11 +211,31 @@ class Executor(_Base):
                     out, is_error = f"error: {exc.strerror or exc}", True
                 results.append({"type": "tool_result", "tool_use_id": call.id, "content": out, "is_error": is_error})
             messages.append({"role": "user", "content": results})
-        raise Failed(f"no answer after {s.get('max_turns', 6)} turns")
+        raise Failed(f"no answer after {s.get('max_turns', 6)} turns", usage)
 
     def close(self):
         if self._client is not None:
             self._client.close()
+
+
+def _add(usage, more) -> dict:
+    """``usage`` plus one response's: every input token, cached or not, and the output tokens."""
+    usage = usage or {"input_tokens": 0, "output_tokens": 0}
+    read = sum(getattr(more, k, None) or 0 for k in ("input_tokens", "cache_creation_input_tokens",
+                                                     "cache_read_input_tokens"))
+    return {"input_tokens": usage["input_tokens"] + read,
+            "output_tokens": usage["output_tokens"] + (more.output_tokens or 0)}
+
+
+def _retry_after(exc):
+    """The seconds a refusal asks to wait (``retry-after-ms`` or ``retry-after`` in seconds), or None."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) / scale
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def _message(exc) -> str:

@@ -62,17 +62,18 @@ class _Rank(dict):
 # Keys not listed keep jsonb's order, after these.
 _SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
              "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout", "worker",
-             "lease_until", "source")
+             "lease_until", "source", "usage")
 _EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
                "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts", "runner",
                "files", "allow_shell", "result", "source")
 _SUMMARY_KEYS = ("job_id", "total_tasks", "completed", "failed", "pending", "running", "complete", "status",
-                 "results", "consolidated_at")
+                 "results", "consolidated_at", "usage")
 _RESULT_KEYS = ("sub_task_id", "query", "status", "result", "source")
 _DATA_KEYS = ("prompt", "files", "skills")
-_SUB_KEYS, _EVENT_KEYS, _SUMMARY_KEYS, _RESULT_KEYS, _DATA_KEYS = (
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd")  # state.USAGE_KEYS
+_SUB_KEYS, _EVENT_KEYS, _SUMMARY_KEYS, _RESULT_KEYS, _DATA_KEYS, _USAGE_KEYS = (
     _Rank((k, i) for i, k in enumerate(keys))
-    for keys in (_SUB_KEYS, _EVENT_KEYS, _SUMMARY_KEYS, _RESULT_KEYS, _DATA_KEYS)
+    for keys in (_SUB_KEYS, _EVENT_KEYS, _SUMMARY_KEYS, _RESULT_KEYS, _DATA_KEYS, _USAGE_KEYS)
 )
 
 
@@ -217,11 +218,16 @@ def _decode(values) -> dict:
         row["data"] = _ordered(row["data"], _DATA_KEYS)
     if isinstance(row["sub_tasks"], list):
         row["sub_tasks"] = [_ordered(s, _SUB_KEYS) if isinstance(s, dict) else s for s in row["sub_tasks"]]
+        for s in row["sub_tasks"]:
+            if isinstance(s, dict) and isinstance(s.get("usage"), dict):
+                s["usage"] = _ordered(s["usage"], _USAGE_KEYS)
     if isinstance(row["history"], list):
         row["history"] = [_ordered(e, _EVENT_KEYS) if isinstance(e, dict) else e for e in row["history"]]
     summary = row["consolidated_result"]
     if isinstance(summary, dict):
         summary = _ordered(summary, _SUMMARY_KEYS)
+        if isinstance(summary.get("usage"), dict):
+            summary["usage"] = _ordered(summary["usage"], _USAGE_KEYS)
         if isinstance(summary.get("results"), list):
             summary["results"] = [_ordered(r, _RESULT_KEYS) if isinstance(r, dict) else r for r in summary["results"]]
         row["consolidated_result"] = summary
