@@ -65,6 +65,24 @@ class Refusal(Refused):
         self.recorded = recorded
 
 
+# The order of a sub-task's keys as brain writes them. PostgreSQL's jsonb sorts keys
+# its own way; its store puts them back in this order (store/postgres.py), and the
+# writes below that add a key after others keep to it (``_in_order``), so a row
+# reads the same, key order included, on every backend.
+SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
+            "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout",
+            "worker", "lease_until", "source", "usage")
+_SUB_RANK = {k: i for i, k in enumerate(SUB_KEYS)}
+
+
+def _in_order(sub) -> None:
+    """Put ``sub``'s keys in ``SUB_KEYS`` order, in place (unknown keys after, as they were)."""
+    items = sorted(sub.items(), key=lambda kv: _SUB_RANK.get(kv[0], len(_SUB_RANK)))
+    if [k for k, _ in items] != list(sub):
+        sub.clear()
+        sub.update(items)
+
+
 # -- credentials -------------------------------------------------------------
 
 def _digest(credential: str) -> str:
@@ -287,6 +305,7 @@ def add_usage(row, sub_task_id, agent_id, usage, now) -> dict:
     if not _owns(sub, agent_id):
         raise Refusal(f"usage refused: that --agent-id does not own {sub_task_id}")
     sub["usage"] = usage
+    _in_order(sub)
     if row["consolidated_result"] is not None:
         row["consolidated_result"] = dict(row["consolidated_result"], usage=usage_totals(row))
     return sub
@@ -358,6 +377,8 @@ def _finish(sub, status, result, now, source):
     sub["result"] = result
     sub["updated_at"] = iso(now)
     sub["source"] = source
+    if "usage" in sub:  # a runner stores usage before its report
+        _in_order(sub)
 
 
 def _check_live(row, now, action):
@@ -429,6 +450,8 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
     sub["updated_at"] = iso(now)
     if status in FINAL:
         sub["source"] = "report"
+        if "usage" in sub:  # a runner stores usage before its report
+            _in_order(sub)
     row["history"].append(
         event(now, "report", sub_task_id=sub_task_id, status=status, agent_id=who, forced=True if force else None)
     )
@@ -538,6 +561,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
             sub["started_at"] = iso(now)
         else:
             sub.update(started_at=None, timeout=timeout)
+        _in_order(sub)
     row["iteration"] += 1
     row["history"].append(
         event(now, "dispatch", executor=executor, model=model, session_id=session_id, timeout=timeout,
@@ -791,6 +815,7 @@ def claim(row, pool, worker, lease, now):
                    lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
                    updated_at=stamp)
         sub["started_at"] = stamp  # a claim is a start: the worker runs it now
+        _in_order(sub)
         row["history"].append(event(now, "claim", sub_task_id=sub["sub_task_id"], agent_id=sub["agent_id"],
                                     worker=worker))
         settle(row, now)

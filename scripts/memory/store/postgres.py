@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .. import codec
+from .. import codec, state
 from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS
 from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
@@ -60,9 +60,7 @@ class _Rank(dict):
 
 # Key order brain-jobs writes, restored on read (jsonb sorts keys by length).
 # Keys not listed keep jsonb's order, after these.
-_SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
-             "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout", "worker",
-             "lease_until", "source", "usage")
+_SUB_KEYS = state.SUB_KEYS
 _EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
                "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts", "runner",
                "files", "allow_shell", "result", "source")
