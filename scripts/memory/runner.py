@@ -10,22 +10,31 @@ event, sends the runner its work order on stdin and returns.
 The runner (``python -m scripts.memory.runner``) runs the sub-tasks in
 threads, at most ``concurrency`` at once, and reports each one through
 ``jobs.update_subtask_status`` with the identity dispatch gave it, like
-any worker. A sub-task that raises fails alone. If the runner dies, its
-sub-tasks are simply never reported and time out at their deadline.
+any worker. A sub-task that raises fails alone. No work of the runner
+outlives it or its deadline: commands run under a guard
+(``executors.base.run_bounded``) that kills their whole process group at
+their timeout or when the runner dies, however it dies. SIGTERM or SIGINT
+kills the running commands and fails every unfinished sub-task with
+``runner stopped (SIGTERM)``. If the runner is killed outright, its
+sub-tasks are never reported and time out at their deadline.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from . import executors, jobs, render, validate
+from .pool import describe
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
+from .executors.base import stop_commands
 from .paths import default_target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,8 +175,8 @@ class _Ownership:
                 if jobs.wait_for_commit(0, db=self._order["db"]):
                     row = jobs.get_job(self._order["job_id"], db=self._order["db"])
                     self._owned = {s["sub_task_id"]: (s["status"], s["agent_id"]) for s in row["sub_tasks"]}
-            except BrainError as exc:
-                log(f"{task['sub_task_id']}: skipped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a store error, or a row it cannot read: skip, say why
+                log(f"{task['sub_task_id']}: skipped: {describe(exc)}")
                 return False
             status, agent = self._owned.get(task["sub_task_id"], (None, None))
         if status == "running" and agent == task["agent_id"]:
@@ -180,7 +189,9 @@ class _Ownership:
             self._owned[sub_task_id] = ("reported", None)
 
 
-def _attempt(executor, ownership, task):
+def _attempt(executor, ownership, task, stop):
+    if stop.reason is not None:
+        return "failed", f"runner stopped ({stop.reason}) before it ran"
     if not ownership.check(task):
         return None
     try:
@@ -209,20 +220,63 @@ def _report_batch(order, batch, ownership) -> None:
                for t, st, r in batch]
     try:
         outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"])
-    except BrainError as exc:  # the whole job is gone, expired or the store is unusable
+    except Exception as exc:  # noqa: BLE001 - the job is gone, expired or unreadable, or the store unusable
         outcomes = [exc] * len(batch)
     lines = []
     for (task, status, result), outcome in zip(batch, outcomes):
         ownership.release(task["sub_task_id"])
-        if isinstance(outcome, BrainError):
-            lines.append(f"{task['sub_task_id']}: report not stored: {outcome}")
+        if isinstance(outcome, Exception):
+            lines.append(f"{task['sub_task_id']}: report not stored: {describe(outcome)}")
         else:
             lines.append(f"{task['sub_task_id']} {status}: {validate.result(result)}")
     log(*lines)
 
 
-def run(order) -> int:
-    """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
+# Seconds between two looks of the runner's loop at a stop signal and at overdue sub-tasks.
+SLICE = 0.25
+# Seconds past a sub-task's deadline before the runner stops waiting for its executor: the
+# executor's own timeout (bounded by the deadline) normally ends it first, and reports why.
+OVERDUE_GRACE = 2.0
+
+
+class _Stop:
+    """Why the runner is stopping (a signal's name), or None; set by SIGTERM and SIGINT."""
+
+    def __init__(self):
+        self.reason = None
+
+    def __call__(self, signum, frame):
+        self.reason = signal.Signals(signum).name
+
+    def install(self) -> dict:
+        """Handle SIGTERM and SIGINT (from the main thread only); return the handlers to put back."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def run(order, stop=None) -> int:
+    """Run every task of ``order`` and report it; return the number of failed sub-tasks.
+
+    SIGTERM or SIGINT (caught here when called from the main thread) stops
+    the run: running commands are killed with their process groups
+    (``executors.base.stop_commands``) and every unfinished sub-task is
+    reported failed with ``runner stopped (SIGTERM)``. A sub-task whose
+    executor is still busy ``OVERDUE_GRACE`` seconds past its deadline is
+    left behind (the store times it out) so that no executor keeps the
+    runner past its deadlines; ``stop.abandoned`` counts them.
+    """
+    stop = stop or _Stop()
+    stop.abandoned = 0
+    previous = stop.install()
+    try:
+        return _run(order, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(order, stop) -> int:
     tasks = order["tasks"]
     settings = order["settings"]
     ctx = _context(order["job_id"], order["executor"], order["model"], settings, order["files"],
@@ -240,36 +294,73 @@ def run(order) -> int:
         return len(tasks)
     failed = 0
     ownership = _Ownership(order)
+    # Not ``with``: leaving it waits for every thread, and one whose executor
+    # ignores its deadline must not hold the runner (see ``main``).
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
-            pending = {pool.submit(_attempt, executor, ownership, task): task for task in tasks}
-            while pending:
-                # Everything that finished while the last batch was being
-                # stored goes into the next one: one commit for many reports.
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                batch = []
-                for future in done:
-                    task = pending.pop(future)
-                    outcome = future.result()
-                    if outcome is not None:
-                        failed += outcome[0] == "failed"
-                        batch.append((task, *outcome))
-                if batch:
-                    _report_batch(order, batch, ownership)
+        pending = {pool.submit(_attempt, executor, ownership, task, stop): task for task in tasks}
+        while pending:
+            # Everything that finished while the last batch was being
+            # stored goes into the next one: one commit for many reports.
+            done, _ = wait(pending, timeout=SLICE, return_when=FIRST_COMPLETED)
+            batch = []
+            for future in done:
+                task = pending.pop(future)
+                outcome = future.result()
+                if outcome is not None:
+                    batch.append((task, *outcome))
+            if stop.reason is not None and pending:
+                stopped = stop_commands(f"runner stopped ({stop.reason})")
+                log(f"runner {os.getpid()}: {stop.reason}: stopping {len(pending)} unfinished sub-task(s), "
+                    f"{stopped} command(s) killed")
+                batch.extend((pending.pop(f), "failed", f"runner stopped ({stop.reason})") for f in list(pending))
+            else:
+                stop.abandoned += _leave_overdue(pending)
+            failed += sum(status == "failed" for _, status, _ in batch)
+            if batch:
+                _report_batch(order, batch, ownership)
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         executor.close()
-    log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")
+    log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed"
+        + (f", stopped by {stop.reason}" if stop.reason else ""))
     return failed
 
 
+def _leave_overdue(pending) -> int:
+    """Stop waiting for sub-tasks ``OVERDUE_GRACE`` seconds past their deadline; return how many."""
+    now = time.time()
+    overdue = [f for f, t in pending.items() if t.get("deadline") and now > epoch(t["deadline"]) + OVERDUE_GRACE]
+    for future in overdue:
+        task = pending.pop(future)
+        log(f"{task['sub_task_id']}: still running past its deadline ({task['deadline']}): left behind, "
+            "the store times it out")
+    return len(overdue)
+
+
 def main() -> int:
+    stop = _Stop()
+    stop.install()  # before reading the order: a stop that comes first still ends the run cleanly
     raw = sys.stdin.read()
     if not raw.strip():
         log("no work order: the dispatching process ended before sending it; nothing to do "
             "(the sub-tasks time out at their deadline)")
         return 1
-    run(json.loads(raw))
-    return 0
+    try:
+        run(json.loads(raw), stop)
+    except BaseException as exc:
+        # Whatever ended the run, its commands end with it (the guards also
+        # see this process die; this is sooner).
+        stop_commands("runner crashed")
+        log(f"runner {os.getpid()}: crashed: {describe(exc)}")
+        raise
+    code = 128 + signal.Signals[stop.reason] if stop.reason else 0
+    if stop.reason or stop.abandoned:
+        # Threads may still be inside executors (one past its deadline, or any
+        # after a stop): the runner does not wait for them, they end with it.
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
