@@ -73,7 +73,7 @@ class _Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
         self.expired = False
-        self._connections = []
+        self._sockets = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -88,20 +88,27 @@ class _Deadline:
     def left(self) -> float:
         return self.end - time.monotonic()
 
-    def watch(self, connection) -> None:
+    def watch(self, sock) -> None:
+        """End ``sock`` with the request. (Its connection lets go of it once the headers are read;
+        the response still reads the body through it.)"""
         with self._lock:
-            self._connections.append(connection)
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
 
     def _expire(self):
         with self._lock:
             self.expired = True
-            for connection in self._connections:
-                sock = getattr(connection, "sock", None)
-                try:
-                    # The plain socket's shutdown, also under TLS: it wakes a blocked read at once.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except (OSError, TypeError):
-                    pass  # not connected yet, or already closed
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        # The plain socket's shutdown, also under TLS: it wakes a blocked read or write at once.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def _bounded(connection_class, deadline):
@@ -110,8 +117,8 @@ def _bounded(connection_class, deadline):
     class Bounded(connection_class):
         def connect(self):
             self.timeout = max(0.001, min(self.timeout, deadline.left()))
-            deadline.watch(self)
             super().connect()
+            deadline.watch(self.sock)
 
     return Bounded
 
