@@ -446,3 +446,19 @@ def test_a_row_nobody_can_read_never_stops_a_worker(db, backend, tmp_path, conte
     assert [s["status"] for s in jobs.get_job(good)["sub_tasks"]] == ["completed"] * 3
     about_it = [line for line in proc.stderr.splitlines() if bad in line]
     assert len(about_it) == 1 and "its stored row cannot be read or claimed" in about_it[0], proc.stderr
+
+
+def test_a_sub_task_past_its_deadline_gives_its_slot_back(scripted, tmp_path):
+    """An executor that ignores its deadline cannot keep a worker from the rest of the pool."""
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["hang 120", "sleep 0"])
+    pool.queue_job(job, SCRIPTED, timeout=1)
+    worker = start_worker("--executor", SCRIPTED, "--concurrency", 1, "--poll", 0.2, "--drain", tmp_path=tmp_path)
+    try:
+        worker.wait(timeout=60)
+    finally:
+        stop_all([worker])
+    assert worker.returncode == 0, log_of(worker)
+    sub_1, sub_2 = jobs.get_job_subtasks(job)
+    assert sub_1["status"] == "failed" and sub_1["result"].startswith("timed out: no report by")
+    assert (sub_2["status"], sub_2["result"].split(" by ")[0]) == ("completed", "done sleep 0")
+    assert "sub_1: still running past its deadline" in log_of(worker)
