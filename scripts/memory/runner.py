@@ -299,6 +299,8 @@ def _run(order, stop) -> int:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner")
     try:
         pending = {pool.submit(_attempt, executor, ownership, task, stop): task for task in tasks}
+        # When to stop waiting for each: parsed once, not at every turn of the loop.
+        overdue_at = {f: epoch(t["deadline"]) + OVERDUE_GRACE for f, t in pending.items() if t.get("deadline")}
         while pending:
             # Everything that finished while the last batch was being
             # stored goes into the next one: one commit for many reports.
@@ -306,6 +308,7 @@ def _run(order, stop) -> int:
             batch = []
             for future in done:
                 task = pending.pop(future)
+                overdue_at.pop(future, None)
                 outcome = future.result()
                 if outcome is not None:
                     batch.append((task, *outcome))
@@ -315,7 +318,7 @@ def _run(order, stop) -> int:
                     f"{stopped} command(s) killed")
                 batch.extend((pending.pop(f), "failed", f"runner stopped ({stop.reason})") for f in list(pending))
             else:
-                stop.abandoned += _leave_overdue(pending)
+                stop.abandoned += _leave_overdue(pending, overdue_at)
             failed += sum(status == "failed" for _, status, _ in batch)
             if batch:
                 _report_batch(order, batch, ownership)
@@ -327,12 +330,15 @@ def _run(order, stop) -> int:
     return failed
 
 
-def _leave_overdue(pending) -> int:
+def _leave_overdue(pending, overdue_at) -> int:
     """Stop waiting for sub-tasks ``OVERDUE_GRACE`` seconds past their deadline; return how many."""
     now = time.time()
-    overdue = [f for f, t in pending.items() if t.get("deadline") and now > epoch(t["deadline"]) + OVERDUE_GRACE]
+    if not overdue_at or now <= min(overdue_at.values()):
+        return 0
+    overdue = [f for f in pending if now > overdue_at.get(f, now)]
     for future in overdue:
         task = pending.pop(future)
+        del overdue_at[future]
         log(f"{task['sub_task_id']}: still running past its deadline ({task['deadline']}): left behind, "
             "the store times it out")
     return len(overdue)
