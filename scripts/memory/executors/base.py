@@ -82,7 +82,10 @@ class Executor:
 # The guards of the commands this process is running (see ``run_bounded``), and why they were stopped.
 _running = {}
 _running_lock = threading.Lock()
-_GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+# The guard, imported from this directory by a bare interpreter (-I: no environment, no user
+# site; -S: no site) rather than run as a script, so its compiled form is cached.
+_GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path[0] = sys.argv[1]; from guard import main; "
+          "sys.exit(main(sys.argv[2:]))", os.path.dirname(os.path.abspath(__file__))]
 # Seconds ``run_bounded`` waits past a command's timeout before it kills the group itself:
 # the guard kills it at the timeout, so this only matters when the guard cannot act.
 GUARD_SLACK = 5.0
@@ -103,7 +106,7 @@ def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **po
     import subprocess
 
     argv = ["/bin/sh", "-c", command] if shell else list(command)
-    proc = subprocess.Popen([sys.executable, "-I", "-S", _GUARD, str(os.getpid()), repr(float(timeout)), *argv],
+    proc = subprocess.Popen([*_GUARD, str(os.getpid()), repr(float(timeout)), *argv],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
     with _running_lock:
         _running[proc] = None

@@ -3,7 +3,8 @@
     python -I -S guard.py PARENT_PID SECONDS COMMAND [ARG]...
 
 ``executors.base.run_bounded`` starts this small program (standard library
-only, so ``-I -S`` keeps its start cheap) instead of the command itself.
+only, so a bare ``python -I -S`` that imports it starts fast) instead of
+the command itself.
 The guard runs the command in a process group of its own, ``P``, whose id
 is the guard's pid (the runner knows it without asking), and then steps
 back into its parent's group, so that killing ``P`` kills the command and
@@ -37,9 +38,12 @@ which gets SIGKILL as its own parent-death signal on Linux) dies with it.
 
 import os
 import select
-import signal
 import sys
 import time
+
+# ``_signal``, not ``signal``: the same functions without the enums, whose import would
+# take about as long as the rest of the guard's start.
+import _signal as signal
 
 PARENT_POLL = 0.5  # seconds between two looks at the parent pid
 _PR_SET_PDEATHSIG = 1
