@@ -84,7 +84,7 @@ _running = {}
 _running_lock = threading.Lock()
 # The guard, imported from this directory by a bare interpreter (-I: no environment, no user
 # site; -S: no site) rather than run as a script, so its compiled form is cached.
-_GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path[0] = sys.argv[1]; from guard import main; "
+_GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); from guard import main; "
           "sys.exit(main(sys.argv[2:]))", os.path.dirname(os.path.abspath(__file__))]
 # Seconds ``run_bounded`` waits past a command's timeout before it kills the group itself:
 # the guard kills it at the timeout, so this only matters when the guard cannot act.
