@@ -113,11 +113,13 @@ def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **po
     try:
         try:
             out, err = proc.communicate(timeout=timeout + GUARD_SLACK)
-        except subprocess.TimeoutExpired:  # the guard did not end it: end it here
+        except BaseException as exc:  # the guard did not end it in time, or this thread is interrupted
             _kill_group(proc.pid)
             proc.kill()
-            out, err = _drain(proc)
-            raise Failed(f"{what} timed out after {timeout:g}s") from None
+            _drain(proc)
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise Failed(f"{what} timed out after {timeout:g}s") from None
+            raise
     finally:
         with _running_lock:
             reason = _running.pop(proc, None)
