@@ -252,7 +252,7 @@ def in_thread(fn, *args, timeout=30):
     def target():
         try:
             box.append(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # handed to the test
             box.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)

@@ -75,7 +75,7 @@ def claim(pool, worker, lease, db=None, skip=None):
                 sub, row = _claim_in(tx, job_id, pool, worker, lease, now)
             except BrainError:
                 raise  # the store itself failed: not this row's doing
-            except Exception as exc:  # noqa: BLE001 - any content that breaks the decoder or the rules
+            except Exception as exc:  # any content that breaks the decoder or the rules
                 skip[job_id] = describe(exc)
                 continue
             if sub is not None:
@@ -146,14 +146,14 @@ def backlog(pool, db=None, skip=None) -> dict:
         rows = _store(db).read_all(active_only=True)
     except BrainError:
         raise
-    except Exception:  # noqa: BLE001 - some row cannot be read: read the pool's jobs one by one
+    except Exception:  # some row cannot be read: read the pool's jobs one by one
         rows = _rows_one_by_one(pool, skip, db)
     for row in rows:
         if row["job_id"] in skip:
             continue
         try:
             mine = [s["status"] for s in row["sub_tasks"] if s.get("pool") == pool]
-        except Exception as exc:  # noqa: BLE001 - sub-tasks of the wrong shape
+        except Exception as exc:  # sub-tasks of the wrong shape
             skip[row["job_id"]] = describe(exc)
             continue
         for status in mine:
@@ -167,7 +167,10 @@ _END_OF_TIME = "9999-12-31T23:59:59.999Z"
 
 
 def _rows_one_by_one(pool, skip, db) -> list:
-    """The rows of the unfinished jobs with work queued for ``pool``, each read alone; unreadable ones go to ``skip``."""
+    """The rows of the unfinished jobs with work queued for ``pool``, each read alone.
+
+    Those that cannot be read go to ``skip``.
+    """
     rows = []
     with _store(db).write() as tx:  # the pool's one query; it changes nothing
         for job_id in tx.claimable(pool, _END_OF_TIME, limit=1_000_000, wait=True):
@@ -177,7 +180,7 @@ def _rows_one_by_one(pool, skip, db) -> list:
                 row = tx.get(job_id)
             except BrainError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any content the decoder refuses
+            except Exception as exc:  # any content the decoder refuses
                 skip[job_id] = describe(exc)
                 continue
             if row is not None:

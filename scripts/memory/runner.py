@@ -175,7 +175,7 @@ class _Ownership:
                 if jobs.wait_for_commit(0, db=self._order["db"]):
                     row = jobs.get_job(self._order["job_id"], db=self._order["db"])
                     self._owned = {s["sub_task_id"]: (s["status"], s["agent_id"]) for s in row["sub_tasks"]}
-            except Exception as exc:  # noqa: BLE001 - a store error, or a row it cannot read: skip, say why
+            except Exception as exc:  # a store error, or a row it cannot read: skip, say why
                 log(f"{task['sub_task_id']}: skipped: {describe(exc)}")
                 return False
             status, agent = self._owned.get(task["sub_task_id"], (None, None))
@@ -220,7 +220,7 @@ def _report_batch(order, batch, ownership) -> None:
                for t, st, r in batch]
     try:
         outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"])
-    except Exception as exc:  # noqa: BLE001 - the job is gone, expired or unreadable, or the store unusable
+    except Exception as exc:  # the job is gone, expired or unreadable, or the store unusable
         outcomes = [exc] * len(batch)
     lines = []
     for (task, status, result), outcome in zip(batch, outcomes):

@@ -147,7 +147,7 @@ class Worker:
             try:
                 jobs.update_subtask_status(claim["job_id"], claim["sub_task_id"], status, result,
                                            agent_id=claim["agent_id"], db=self.db)
-            except Exception as exc:  # noqa: BLE001 - refused, a store error, or a row that cannot be read
+            except Exception as exc:  # refused, a store error, or a row that cannot be read
                 self.counts["not_stored"] += 1
                 self.log(f"job {key[0]} {key[1]}: report not stored: {pool.describe(exc)}")
             else:
@@ -212,7 +212,7 @@ class Worker:
         for job_id, leases in by_job.items():
             try:
                 lost = pool.renew(job_id, leases, self.lease, db=self.db)
-            except Exception as exc:  # noqa: BLE001 - a store error or a row that cannot be read: next time
+            except Exception as exc:  # a store error or a row that cannot be read: next time
                 self.log(f"job {job_id}: lease not renewed: {pool.describe(exc)}")
                 continue
             with self._lock:  # a sub-task that finished meanwhile is not "lost"
@@ -226,7 +226,7 @@ class Worker:
         while not self._done.wait(self.lease / 3):
             try:
                 self._renew()
-            except Exception as exc:  # noqa: BLE001 - this thread must outlive any one renewal
+            except Exception as exc:  # this thread must outlive any one renewal
                 self.log(f"leases not renewed: {pool.describe(exc)}")
 
     def _leave_overdue(self) -> None:
@@ -262,7 +262,7 @@ class Worker:
         known = len(self.unreadable)
         try:
             backlog = pool.backlog(self.pool, db=self.db, skip=self.unreadable)
-        except Exception as exc:  # noqa: BLE001 - a busy or unreachable store: not empty, look again later
+        except Exception as exc:  # a busy or unreachable store: not empty, look again later
             self.log(f"cannot look at the pool now: {pool.describe(exc)}")
             return False
         finally:
@@ -300,7 +300,7 @@ class Worker:
     def _fill_safely(self) -> bool:
         try:
             return self._fill()
-        except Exception as exc:  # noqa: BLE001 - a busy or unreachable store: say so, try again at the next look
+        except Exception as exc:  # a busy or unreachable store: say so, try again at the next look
             self.log(f"cannot claim now: {pool.describe(exc)}")
             return False
 
@@ -322,7 +322,7 @@ class Worker:
             try:
                 pool.release(claim["job_id"], claim["sub_task_id"], claim["agent_id"], f"worker stopped ({name})",
                              db=self.db)
-            except Exception as exc:  # noqa: BLE001 - not ours any more, a store error, or an unreadable row
+            except Exception as exc:  # not ours any more, a store error, or an unreadable row
                 self.log(f"job {claim['job_id']} {claim['sub_task_id']}: not released: {pool.describe(exc)}")
             else:
                 self.counts["released"] += 1

@@ -74,7 +74,7 @@ def _spawn(argv) -> int:
                 signal.signal(s, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             os.execvp(argv[0], argv)
-        except BaseException as exc:  # noqa: BLE001 - whatever it is, say it and leave like a shell
+        except BaseException as exc:  # whatever it is, say it and leave like a shell
             try:
                 os.write(2, f"cannot run {argv[0]}: {getattr(exc, 'strerror', None) or exc}\n".encode())
             finally:

@@ -279,7 +279,8 @@ class _Transaction:
     def housekeeping(self, now, cutoff):
         # One round trip: writes run it often, and on a busy server each statement costs CPU.
         # The cutoff twice: one parameter has one type, and it is compared with a timestamptz and with text.
-        due, purged = self._conn.execute(_HOUSEKEEPING, {"now": now, "cutoff": cutoff, "cutoff_text": cutoff}).fetchone()
+        params = {"now": now, "cutoff": cutoff, "cutoff_text": cutoff}
+        due, purged = self._conn.execute(_HOUSEKEEPING, params).fetchone()
         return due, purged
 
     def claimable(self, pool, now, limit=1, wait=False):
