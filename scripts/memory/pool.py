@@ -72,19 +72,14 @@ def claim(pool, worker, lease, db=None, skip=None):
         _housekeep(tx, now, db)
         for job_id in _candidates(tx, pool, stamp, skip):
             try:
-                sub, row = _claim_in(tx, job_id, pool, worker, lease, now)
+                claimed = _claim_in(tx, job_id, pool, worker, lease, now)
             except BrainError:
                 raise  # the store itself failed: not this row's doing
             except Exception as exc:  # any content that breaks the decoder or the rules
                 skip[job_id] = describe(exc)
                 continue
-            if sub is not None:
-                order = state.queue_order(row)
-                return {"job_id": job_id, "sub_task_id": sub["sub_task_id"], "query": sub["query"],
-                        "agent_id": sub["agent_id"], "attempt": sub["attempt"], "deadline": sub["deadline"],
-                        "lease_until": sub["lease_until"], "model": order.get("model", "haiku"),
-                        "files": order.get("files") or row["data"].get("files") or [],
-                        "allow_shell": bool(order.get("allow_shell"))}
+            if claimed is not None:
+                return claimed
     return None
 
 
@@ -99,16 +94,28 @@ def _candidates(tx, pool, stamp, skip) -> list:
 
 
 def _claim_in(tx, job_id, pool, worker, lease, now):
-    """``(claimed sub-task or None, row)`` for one locked job; the row is written back when anything changed."""
+    """``claim``'s answer for one locked job, or None; the row is written back when anything changed.
+
+    Everything that reads the row comes before the write, so a row that
+    breaks any of it is left as it was.
+    """
     row = tx.get(job_id)
     if row is None:
-        return None, None
+        return None
     before = len(row["history"])
     swept = state.sweep(row, now)
     sub = state.claim(row, pool, worker, lease, now)
+    claimed = None
+    if sub is not None:
+        order = state.queue_order(row)
+        claimed = {"job_id": job_id, "sub_task_id": sub["sub_task_id"], "query": sub["query"],
+                   "agent_id": sub["agent_id"], "attempt": sub["attempt"], "deadline": sub["deadline"],
+                   "lease_until": sub["lease_until"], "model": order.get("model", "haiku"),
+                   "files": order.get("files") or row["data"].get("files") or [],
+                   "allow_shell": bool(order.get("allow_shell"))}
     if sub is not None or swept or len(row["history"]) != before:
         tx.replace(row)
-    return sub, row
+    return claimed
 
 
 def describe(exc) -> str:

@@ -31,11 +31,11 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from . import executors, jobs, render, validate
-from .pool import describe
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
 from .executors.base import stop_commands
 from .paths import default_target
+from .pool import describe
 
 ROOT = Path(__file__).resolve().parents[2]
 
