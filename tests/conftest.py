@@ -55,13 +55,15 @@ TIERS = {
         "test_concurrency.py", "test_load.py", "test_crash_safety.py", "test_deadlines.py", "test_ttl.py",
         "test_retry_ownership.py", "test_hostile_lifecycle.py", "test_config.py", "test_executors.py",
         "test_executors_anthropic.py", "test_confinement.py", "test_runner.py", "test_runner_support.py",
-        "test_worker.py", "fakes/test_fake_anthropic.py",
+        "test_worker.py", "fakes/test_fake_anthropic.py", "test_data_roundtrip.py", "test_usage.py",
+        "test_retries.py", "test_process_bounds.py",
     ),
     "acceptance": (
         "test_cli.py", "test_hostile.py", "test_create_inputs.py", "test_watch.py", "test_wait.py",
         "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
         "test_approval.py", "test_files.py", "test_full_disk.py", "test_limits.py", "test_session_store.py",
-        "host/test_claude_code_e2e.py", "host/test_marketplace_install.py",
+        "host/test_claude_code_e2e.py", "host/test_marketplace_install.py", "host/test_fanout_e2e.py",
+        "test_text_safety.py",
     ),
 }
 UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)

@@ -77,6 +77,39 @@ def test_bad_environment_names_the_variable(monkeypatch):
         config.resolve()
 
 
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "1e999", "0", "-1", "0.01", "86401"])
+def test_seconds_settings_refuse_nan_inf_and_values_out_of_range(monkeypatch, raw):
+    monkeypatch.setenv("BRAIN_REQUEST_TIMEOUT", raw)
+    with pytest.raises(InvalidInput) as info:
+        config.resolve()
+    assert str(info.value) == (f"environment variable BRAIN_REQUEST_TIMEOUT: request_timeout must be a number of "
+                               f"seconds from 0.1 to 86400, got {raw!r}")
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "0.001"])
+def test_seconds_in_the_config_file_refuse_nan_inf_and_tiny_values(text):
+    path = home_config(f"shell_timeout: {text}\n")
+    with pytest.raises(InvalidInput, match="shell_timeout must be a number of seconds from 0.1 to 86400") as info:
+        config.resolve()
+    assert path in str(info.value)
+
+
+def test_seconds_given_as_flags_refuse_nan():
+    with pytest.raises(InvalidInput, match="option --api-timeout: api_timeout must be a number of seconds"):
+        config.resolve({"api_timeout": float("nan")})
+
+
+def test_a_nan_timeout_is_refused_by_dispatch_before_anything_changes(brain, db):
+    job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["GET /health"], db=db)
+    before = jobs.get_job(job, db=db)
+    proc = brain("job", "dispatch", job, "--executor", "http", "--base-url", "http://127.0.0.1:9",
+                 env={"BRAIN_REQUEST_TIMEOUT": "nan"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("brain: error: environment variable BRAIN_REQUEST_TIMEOUT: request_timeout must be "
+                                   "a number of seconds from 0.1 to 86400, got 'nan'")
+    assert jobs.get_job(job, db=db) == before
+
+
 def test_malformed_yaml_is_a_clear_error_with_the_line(brain, db):
     path = home_config("executor: grep\nconcurrency: 4\nbase_url: http://host: 8080\nmodel: haiku\n")
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["x"], db=db)

@@ -10,8 +10,10 @@ commands; grep reads real files. Every wait is bounded.
 import json
 import os
 import re
+import socket
 import stat
 import sys
+import threading
 import time
 
 import pytest
@@ -105,6 +107,16 @@ def test_shell_with_opt_in_reports_exit_status_and_first_line(brain, db, tmp_pat
 
 
 @pytest.mark.sqlite_only  # no store involved
+def test_shell_starts_nothing_once_the_deadline_has_passed(tmp_path):
+    ran = tmp_path / "ran"
+    shell = make("shell", tmp_path, allow_shell=True)
+    shell.ctx.deadline = time.time() - 1
+    with pytest.raises(Failed, match="^timed out: the sub-task's deadline has passed$"):
+        shell.run(f"touch {ran}")
+    assert not ran.exists()
+
+
+@pytest.mark.sqlite_only  # no store involved
 def test_shell_timeout_kills_the_command(tmp_path):
     shell = make("shell", tmp_path, allow_shell=True, shell_timeout=0.5)
     start = time.monotonic()
@@ -166,6 +178,88 @@ def test_http_per_request_timeout_and_unreachable_server(api, tmp_path):
         url = dead.url
     with pytest.raises(Failed, match="cannot reach"):
         make("http", tmp_path, base_url=url).run("GET /health")
+
+
+class DripServer:
+    """A loopback server that answers one byte every ``pause`` seconds, in the headers or in the body,
+    until it is closed: no request to it ends unless the client ends it."""
+
+    def __init__(self, pause=0.2):
+        self.pause = pause
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn):
+        with conn:
+            path = conn.recv(4096).split(b" ")[1]
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            if path == b"/headers":  # a header that never ends
+                conn.sendall(head + b"X-Slow: ")
+            else:  # headers at once, then a body that never ends
+                conn.sendall(head + b"\r\n")
+            while not self.stop.wait(self.pause):
+                try:
+                    conn.sendall(b"b")
+                except OSError:
+                    return  # the client gave up: what the test wants
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.sqlite_only  # no store involved
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_http_timeout_bounds_the_whole_request_against_a_server_that_drips(tmp_path, where):
+    """Each read gets a byte well within the timeout; only a bound on the whole request ends it."""
+    server = DripServer()
+    try:
+        outcome = in_thread(make("http", tmp_path, base_url=server.url, request_timeout=1).run, f"GET /{where}")
+    finally:
+        server.close()
+    assert isinstance(outcome, Failed) and str(outcome) == f"timed out after 1s: GET /{where}"
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_http_stops_at_the_sub_tasks_deadline_before_its_own_timeout(tmp_path):
+    server = DripServer()
+    http = make("http", tmp_path, base_url=server.url, request_timeout=600)
+    try:
+        http.ctx.deadline = time.time() + 1
+        outcome = in_thread(http.run, "GET /body")
+        http.ctx.deadline = time.time() - 1  # past it: no request is even started
+        with pytest.raises(Failed, match="deadline has passed"):
+            http.run("GET /body")
+    finally:
+        server.close()
+    assert isinstance(outcome, Failed) and re.fullmatch(r"timed out after (0\.\d+|1)s: GET /body", str(outcome))
+
+
+def in_thread(fn, *args, timeout=30):
+    """What ``fn(*args)`` returned or raised, run in a thread; fails the test if it has not ended in ``timeout`` s."""
+    box = []
+
+    def target():
+        try:
+            box.append(fn(*args))
+        except BaseException as exc:  # handed to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn} still running after {timeout}s"
+    return box[0]
 
 
 def test_http_needs_a_base_url(brain, db):

@@ -297,3 +297,48 @@ def test_reports_of_one_batch_are_applied_one_by_one_in_one_transaction(db):
     jobs.update_subtasks(job, [{"sub_task_id": "sub_2", "status": "completed", "result": "two",
                                 "agent_id": ids["sub_2"]}], db=db)
     assert jobs.get_job(job, db=db)["consolidated_result"]["completed"] == 2
+
+
+class _Deaf(executors.Executor):
+    """Ignores its deadline: runs until the test lets it go."""
+
+    release = None
+
+    def run(self, query, task=None):
+        self.release.wait(60)
+        return "too late"
+
+
+def test_an_executor_that_ignores_its_deadline_does_not_hold_the_runner(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "get", lambda name: _Deaf)
+    _Deaf.release = threading.Event()
+    job = create(db, ["a"])
+    done = []
+    thread = threading.Thread(target=lambda: done.append(runner.run_here(
+        job, "grep", settings=config.resolve(), timeout=1, workdir=str(tmp_path), db=db)), daemon=True)
+    thread.start()
+    try:
+        thread.join(30)
+        assert not thread.is_alive(), "the runner waited for an executor past its deadline"
+    finally:
+        _Deaf.release.set()
+    sub = jobs.get_job(job, db=db)["sub_tasks"][0]
+    assert sub["status"] == "failed" and sub["result"].startswith("timed out: no report by")
+
+
+def test_a_row_nobody_can_read_never_stops_a_runner(db, tmp_path):
+    """Expired, it meets the housekeeping of every write: dispatch's and the runner's reports."""
+    from tests.test_worker import write_with_sql
+
+    (tmp_path / "f.txt").write_text("hello\n")
+    bad = create(db, ["x"])
+    write_with_sql(db, bad, "sub_tasks", '[{"sub_task_id": "sub_1", "status": 1}, 7]')
+    write_with_sql(db, bad, "expires_at", "2001-01-01T00:00:00.000Z")
+    job = create(db, ["hello", "nope"])
+    proc = cli("job", "dispatch", job, "--executor", "grep", "--file", "f.txt", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = wait_until(lambda: finished(job, db), what="the runner's reports")
+    assert [s["status"] for s in row["sub_tasks"]] == ["completed", "completed"]
+    pid = dispatch_event(job, db)["runner"]["pid"]
+    wait_until(lambda: proc_stat(pid) is None, what="the runner to exit")
+    assert "Traceback" not in open(dispatch_event(job, db)["runner"]["log"]).read()

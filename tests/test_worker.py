@@ -6,6 +6,7 @@ to do (``sleep 0.01``, ``hang-once 60``: hang on the first attempt only,
 ``fail``). Every wait is bounded.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -348,3 +349,121 @@ def test_watch_sleeps_until_a_commit_instead_of_polling(monkeypatch):
     thread.join(30)
     assert row["sub_tasks"][0]["status"] == "completed"
     assert woke - reported["at"] < 0.3
+
+
+# -- bounds: settings, leases, rows nobody can read ------------------------------------------
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--lease", "0.001"], {}, "--lease (BRAIN_WORKER_LEASE) must be at least 1 second (a claim is renewed every "
+                               "third of it), got 0.001"),
+    ([], {"BRAIN_WORKER_LEASE": "0.5"}, "--lease (BRAIN_WORKER_LEASE) must be at least 1 second (a claim is "
+                                        "renewed every third of it), got 0.5"),
+    (["--poll", "0.001"], {}, "--poll (BRAIN_WORKER_POLL) must be at least 0.1 seconds (each look is a write to "
+                              "the store), got 0.001"),
+    ([], {"BRAIN_WORKER_GRACE": "nan"}, "BRAIN_WORKER_GRACE='nan': expected a number of seconds above 0 "
+                                        "(at most 86400), got 'nan'"),
+])
+def test_a_worker_refuses_timings_below_their_floor_and_runs_nothing(brain, tmp_path, args, env, message):
+    """--lease 0.001 once made one healthy worker run the same command three times."""
+    ran = tmp_path / "ran"
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, [f"echo x >> {ran}"])
+    pool.queue_job(job, "shell", allow_shell=True)
+    before = jobs.get_job(job)
+    proc = brain("worker", "--executor", "shell", "--allow-shell", "--drain", *args, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"brain: error: {message}"
+    assert jobs.get_job(job) == before and not ran.exists()
+
+
+def test_a_worker_whose_lease_lapsed_while_it_was_paused_runs_its_sub_task_once(tmp_path):
+    """Paused past its lease, a worker that claims its own sub-task again keeps the one run it has."""
+    runs = tmp_path / "runs"
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, [f"echo run >> {runs}; sleep 4; echo done"])
+    pool.queue_job(job, "shell", allow_shell=True)
+    worker = start_worker("--executor", "shell", "--allow-shell", "--concurrency", 2, "--lease", 1, "--poll", 0.2,
+                          "--drain", tmp_path=tmp_path)
+    try:
+        wait_for(runs.exists, 30, "the command to start")
+        worker.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)  # paused for more than the lease: it lapses (a pause, not a measurement)
+        worker.send_signal(signal.SIGCONT)
+        worker.wait(timeout=60)
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        stop_all([worker])
+    assert worker.returncode == 0, log_of(worker)
+    assert runs.read_text() == "run\n"  # one run, not one per claim
+    sub = jobs.get_job_subtasks(job)[0]
+    assert (sub["status"], sub["result"]) == ("completed", "exit 0: done"), log_of(worker)
+
+
+NOT_JSON = "not JSON at all {"
+# What another program could leave in a queued job: (column, its new content from the job's sub-tasks).
+HOSTILE = {
+    "a value nested deeper than any JSON reader goes": ("sub_tasks", lambda subs: json.dumps(
+        [dict(subs[0], note="[" * 3000 + "]" * 3000)]).replace('"[[', "[[").replace(']]"', "]]")),
+    "numbers instead of sub-tasks": ("sub_tasks", lambda subs: "[1, 2, 3]"),
+    "an object instead of a list": ("sub_tasks", lambda subs: '{"pool": "grep", "status": "pending"}'),
+    "not JSON": ("sub_tasks", lambda subs: NOT_JSON),
+    "a history of numbers": ("history", lambda subs: "[1, 2, 3]"),
+}
+
+
+def write_with_sql(db, job_id, column, value):
+    """Overwrite one column of a job with plain SQL, as another program (or an older version) could."""
+    if "://" in db:
+        import psycopg
+        from scripts.memory.store.postgres import split_url
+
+        libpq_url, schema = split_url(db)
+        cast = "::jsonb" if column in ("sub_tasks", "history", "data") else ""
+        with psycopg.connect(libpq_url, autocommit=True, options=f"-c search_path={schema}") as conn:
+            conn.execute(f"UPDATE jobs SET {column} = %s{cast} WHERE job_id = %s", (value, job_id))
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute(f"UPDATE jobs SET {column} = ? WHERE job_id = ?", (value, job_id))
+        conn.close()
+
+
+@pytest.mark.parametrize("content, expired", [
+    *((name, expired) for name in HOSTILE for expired in (False, True) if HOSTILE[name][0] == "sub_tasks"),
+    ("a history of numbers", False),  # expired, it is swept like any job: the sweep never reads old events
+], ids=lambda v: ("expired" if v else "live") if isinstance(v, bool) else v)
+def test_a_row_nobody_can_read_never_stops_a_worker(db, backend, tmp_path, content, expired):
+    if content == "not JSON" and backend == "postgres":
+        pytest.skip("a jsonb column holds only JSON")
+    (tmp_path / "f.txt").write_text("hello\n")
+    bad = jobs.create_job_with_subtasks(600, {"prompt": "bad"}, ["hello"])  # the oldest: looked at first
+    pool.queue_job(bad, "grep", files=["f.txt"])
+    good = jobs.create_job_with_subtasks(600, {"prompt": "good"}, ["hello", "nope", "hello again"])
+    pool.queue_job(good, "grep", files=["f.txt"])
+    column, spoil = HOSTILE[content]
+    write_with_sql(db, bad, column, spoil(jobs.get_job(bad)["sub_tasks"]))
+    if expired:  # every write's housekeeping now meets it too
+        write_with_sql(db, bad, "expires_at", "2001-01-01T00:00:00.000Z")
+    proc = subprocess.run([sys.executable, str(BRAIN), "worker", "--executor", "grep", "--drain", "--poll", "0.5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [s["status"] for s in jobs.get_job(good)["sub_tasks"]] == ["completed"] * 3
+    about_it = [line for line in proc.stderr.splitlines() if bad in line]
+    assert len(about_it) == 1 and "its stored row cannot be read or claimed" in about_it[0], proc.stderr
+
+
+def test_a_sub_task_past_its_deadline_gives_its_slot_back(scripted, tmp_path):
+    """An executor that ignores its deadline cannot keep a worker from the rest of the pool."""
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["hang 120", "sleep 0"])
+    pool.queue_job(job, SCRIPTED, timeout=1)
+    worker = start_worker("--executor", SCRIPTED, "--concurrency", 1, "--poll", 0.2, "--drain", tmp_path=tmp_path)
+    try:
+        worker.wait(timeout=60)
+    finally:
+        stop_all([worker])
+    assert worker.returncode == 0, log_of(worker)
+    sub_1, sub_2 = jobs.get_job_subtasks(job)
+    assert sub_1["status"] == "failed" and sub_1["result"].startswith("timed out: no report by")
+    assert (sub_2["status"], sub_2["result"].split(" by ")[0]) == ("completed", "done sleep 0")
+    assert "sub_1: still running past its deadline" in log_of(worker)

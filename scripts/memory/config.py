@@ -63,6 +63,9 @@ KEYS = {
 }
 MODEL_ENV = {alias: f"BRAIN_MODEL_{alias.upper()}" for alias in MODEL_ALIASES}
 MAX_CONCURRENCY = 256
+# Every timeout: shorter only fails the work at once; longer than a day is no timeout (nor inf, nor NaN).
+MIN_SECONDS = 0.1
+MAX_SECONDS = 86400.0
 
 
 def config_path():
@@ -75,8 +78,10 @@ def config_path():
 
 def _check(key, kind, value, where):
     """The value converted to its kind, or InvalidInput naming ``where``."""
+    given = value
+
     def bad(expected):
-        return InvalidInput(f"{where}: {key} must be {expected}, got {value!r}")
+        return InvalidInput(f"{where}: {key} must be {expected}, got {given!r}")
 
     if kind == "executor":
         if value not in EXECUTORS:
@@ -104,8 +109,9 @@ def _check(key, kind, value, where):
         except ValueError:
             raise bad("a number") from None
     if kind == "seconds":
-        if not isinstance(value, (int, float)) or value <= 0:
-            raise bad("a positive number of seconds")
+        # ``not (a <= v <= b)`` rather than ``v < a or v > b``: NaN fails every comparison.
+        if not isinstance(value, (int, float)) or not MIN_SECONDS <= value <= MAX_SECONDS:
+            raise bad(f"a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}")
         return float(value)
     if not isinstance(value, int):
         raise bad("a whole number")

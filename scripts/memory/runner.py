@@ -12,14 +12,19 @@ threads, at most ``concurrency`` at once, and reports each one through
 ``jobs.update_subtask_status`` with the identity dispatch gave it, like
 any worker. A sub-task waits for a free thread without timing out: its
 start is recorded when a thread takes it up, and its deadline counts from
-then. A sub-task that raises fails alone. If the runner dies, its started
-sub-tasks are never reported and time out at their deadline; those still
-waiting fail when the job expires.
+then. A sub-task that raises fails alone. No work of the runner outlives it
+or its deadline: commands run under a guard (``executors.base.run_bounded``)
+that kills their whole process group at their timeout or when the runner
+dies, however it dies. SIGTERM or SIGINT kills the running commands and
+fails every unfinished sub-task with ``runner stopped (SIGTERM)``. If the
+runner is killed outright, its started sub-tasks are never reported and time
+out at their deadline; those still waiting fail when the job expires.
 """
 
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +36,9 @@ from pathlib import Path
 from . import clock, executors, jobs, render, validate
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
+from .executors.base import stop_commands
 from .paths import default_target, private_dirs
+from .pool import describe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,8 +183,8 @@ class _Ownership:
                 if jobs.wait_for_commit(0, db=self._order["db"]):
                     row = jobs.get_job(self._order["job_id"], db=self._order["db"])
                     self._owned = {s["sub_task_id"]: (s["status"], s["agent_id"]) for s in row["sub_tasks"]}
-            except BrainError as exc:
-                log(f"{task['sub_task_id']}: skipped: {exc}")
+            except Exception as exc:  # a store error, or a row it cannot read: skip, say why
+                log(f"{task['sub_task_id']}: skipped: {describe(exc)}")
                 return False
             status, agent = self._owned.get(task["sub_task_id"], (None, None))
         if status == "running" and agent == task["label"]:
@@ -205,9 +212,11 @@ class _TaskContext(executors.Context):
         self._threads.deadline = value
 
 
-def _attempt(executor, ownership, task, started=None):
+def _attempt(executor, ownership, task, started=None, stop=None):
     """Run one task: ``(status, result, usage)``, or None when it is no longer ours.
     ``usage`` is what the executor measured (``executors.Answer``, ``Failed.usage``), or None."""
+    if stop is not None and stop.reason is not None:
+        return "failed", f"runner stopped ({stop.reason}) before it ran", None
     if not ownership.check(task):
         return None
     if started is not None:
@@ -241,21 +250,21 @@ def _report_batch(order, batch, ownership, starts=()) -> None:
     begun = [{"sub_task_id": t["sub_task_id"], "agent_id": t["agent_id"], "started_at": at} for t, at in starts]
     try:
         outcomes = jobs.update_subtasks(order["job_id"], reports, db=order["db"], starts=begun)
-    except BrainError as exc:  # the whole job is gone, expired or the store is unusable
+    except Exception as exc:  # the job is gone, expired or unreadable, or the store unusable
         outcomes = [exc] * len(batch)
     lines = []
     for (task, status, result, _), outcome in zip(batch, outcomes):
         ownership.release(task["sub_task_id"])
-        if isinstance(outcome, BrainError):
-            lines.append(f"{task['sub_task_id']}: report not stored: {outcome}")
+        if isinstance(outcome, Exception):
+            lines.append(f"{task['sub_task_id']}: report not stored: {describe(outcome)}")
         else:
             lines.append(f"{task['sub_task_id']} {status}: {validate.result(result)}")
     if lines:
         log(*lines)
 
 
-def _record(order, ownership, events, n) -> int:
-    """Store what the threads tell until ``n`` tasks are done; return how many failed.
+def _record(order, ownership, events, tasks, limits, stop) -> int:
+    """Store what the threads tell until every task is done; return how many failed.
 
     The threads tell when they start a task and when they finish one.
     Everything told while the last batch was being stored goes into the
@@ -263,24 +272,73 @@ def _record(order, ownership, events, n) -> int:
     as a thread takes it up; until its start is stored (with the next
     report, or after START_DELAY) it keeps the provisional deadline dispatch
     gave it, the job's expiry, and its own deadline counts from the start.
+
+    It also looks, at least every SLICE seconds, at ``stop`` (SIGTERM,
+    SIGINT: every unfinished task is failed and its command killed) and at
+    started tasks ``OVERDUE_GRACE`` seconds past their deadline (``limits``:
+    sub_task_id -> epoch seconds, set when a thread starts one), which are
+    left behind for the store to time out, counted in ``stop.abandoned``.
     """
-    failed, left = 0, n
+    failed = 0
+    unfinished = {t["sub_task_id"]: t for t in tasks}
     starts, batch, first = [], [], None
-    while left:
+    while unfinished:
         # Reports go at once; starts alone wait up to START_DELAY for one to go with.
-        for kind, task, value in _told(events, None if first is None else first + START_DELAY - time.monotonic()):
+        wait_for = SLICE if first is None else min(SLICE, first + START_DELAY - time.monotonic())
+        for kind, task, value in _told(events, wait_for):
             if kind == "start":
                 starts.append((task, value))
                 first = first or time.monotonic()
-            else:
-                left -= 1
-                if value is not None:
-                    failed += value[0] == "failed"
-                    batch.append((task, *value))
-        if batch or (starts and (not left or time.monotonic() >= first + START_DELAY)):
+            elif unfinished.pop(task["sub_task_id"], None) is not None and value is not None:
+                failed += value[0] == "failed"
+                batch.append((task, *value))
+        if stop.reason is not None and unfinished:
+            stopped = stop_commands(f"runner stopped ({stop.reason})")
+            log(f"runner {os.getpid()}: {stop.reason}: stopping {len(unfinished)} unfinished sub-task(s), "
+                f"{stopped} command(s) killed")
+            batch.extend((t, "failed", f"runner stopped ({stop.reason})", None) for t in unfinished.values())
+            failed += len(unfinished)
+            unfinished.clear()
+        else:
+            stop.abandoned += _leave_overdue(unfinished, limits)
+        if batch or (starts and (not unfinished or time.monotonic() >= first + START_DELAY)):
             _report_batch(order, batch, ownership, starts)
             starts, batch, first = [], [], None
     return failed
+
+
+# Seconds between two looks of the runner's loop at a stop signal and at overdue sub-tasks.
+SLICE = 0.25
+# Seconds past a sub-task's deadline before the runner stops waiting for its executor: the
+# executor's own timeout (bounded by the deadline) normally ends it first, and reports why.
+OVERDUE_GRACE = 2.0
+
+
+def _leave_overdue(unfinished, limits) -> int:
+    """Stop waiting for started tasks ``OVERDUE_GRACE`` seconds past their deadline; return how many."""
+    now = clock.now()
+    overdue = [s for s in unfinished if limits.get(s) is not None and now > limits[s] + OVERDUE_GRACE]
+    for sub_task_id in overdue:
+        unfinished.pop(sub_task_id)
+        log(f"{sub_task_id}: still running past its deadline: left behind, the store times it out")
+    return len(overdue)
+
+
+class _Stop:
+    """Why the runner is stopping (a signal's name), or None; set by SIGTERM and SIGINT."""
+
+    def __init__(self):
+        self.reason = None
+        self.abandoned = 0
+
+    def __call__(self, signum, frame):
+        self.reason = signal.Signals(signum).name
+
+    def install(self) -> dict:
+        """Handle SIGTERM and SIGINT (from the main thread only); return the handlers to put back."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _told(events, timeout) -> list:
@@ -295,8 +353,28 @@ def _told(events, timeout) -> list:
         return told
 
 
-def run(order) -> int:
-    """Run every task of ``order`` and report it; return the number of failed sub-tasks."""
+def run(order, stop=None) -> int:
+    """Run every task of ``order`` and report it; return the number of failed sub-tasks.
+
+    SIGTERM or SIGINT (caught here when called from the main thread) stops
+    the run: running commands are killed with their process groups
+    (``executors.base.stop_commands``) and every unfinished sub-task is
+    reported failed with ``runner stopped (SIGTERM)``. A sub-task whose
+    executor is still busy ``OVERDUE_GRACE`` seconds past its deadline is
+    left behind (the store times it out) so that no executor keeps the
+    runner past its deadlines; ``stop.abandoned`` counts them.
+    """
+    stop = stop or _Stop()
+    stop.abandoned = 0
+    previous = stop.install()
+    try:
+        return _run(order, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(order, stop) -> int:
     tasks = order["tasks"]
     settings = order["settings"]
     ctx = _TaskContext(**vars(_context(order["job_id"], order["executor"], order["model"], settings,
@@ -313,6 +391,7 @@ def run(order) -> int:
         return len(tasks)
     ownership = _Ownership(order)
     events = queue.SimpleQueue()
+    started_limits = {}  # sub_task_id -> its deadline once a thread started it (epoch seconds)
 
     def started(task):
         at = clock.now()
@@ -320,37 +399,57 @@ def run(order) -> int:
         if task.get("timeout"):
             limit = min(at + task["timeout"], limit) if limit else at + task["timeout"]
         ctx.deadline = limit  # this thread's task: what state.start will store
+        started_limits[task["sub_task_id"]] = limit
         events.put(("start", task, at))
 
     def work(task):
         outcome = None
         try:
-            outcome = _attempt(executor, ownership, task, started)
+            outcome = _attempt(executor, ownership, task, started, stop)
         except Exception as exc:  # not the executor's (``_attempt`` keeps those): say it, report nothing
             log(f"{task['sub_task_id']}: not run: {''.join(traceback.format_exception_only(type(exc), exc)).strip()}")
         finally:
             events.put(("done", task, outcome))
 
+    # Not ``with``: leaving it waits for every thread, and one whose executor
+    # ignores its deadline must not hold the runner (see ``main``).
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-runner") as pool:
-            for task in tasks:
-                pool.submit(work, task)
-            failed = _record(order, ownership, events, len(tasks))
+        for task in tasks:
+            pool.submit(work, task)
+        failed = _record(order, ownership, events, tasks, started_limits, stop)
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         executor.close()
-    log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed")
+    log(f"runner {os.getpid()}: done, {len(tasks) - failed} of {len(tasks)} not failed"
+        + (f", stopped by {stop.reason}" if stop.reason else ""))
     return failed
 
 
 def main() -> int:
     render.tolerant_output()  # PYTHONIOENCODING=ascii or a C locale must not end the runner at its first log line
+    stop = _Stop()
+    stop.install()  # before reading the order: a stop that comes first still ends the run cleanly
     raw = sys.stdin.read()
     if not raw.strip():
         log("no work order: the dispatching process ended before sending it; nothing to do "
             "(the sub-tasks time out at their deadline)")
         return 1
-    run(json.loads(raw))
-    return 0
+    try:
+        run(json.loads(raw), stop)
+    except BaseException as exc:
+        # Whatever ended the run, its commands end with it (the guards also
+        # see this process die; this is sooner).
+        stop_commands("runner crashed")
+        log(f"runner {os.getpid()}: crashed: {describe(exc)}")
+        raise
+    code = 128 + signal.Signals[stop.reason] if stop.reason else 0
+    if stop.reason or stop.abandoned:
+        # Threads may still be inside executors (one past its deadline, or any
+        # after a stop): the runner does not wait for them, they end with it.
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

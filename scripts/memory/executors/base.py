@@ -1,6 +1,9 @@
 """What every executor shares: its context, its contract and its failure."""
 
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -73,10 +76,17 @@ class Context:
         return left is None or left >= pause + attempt_at_least
 
     def time_left(self, cap: float) -> float:
-        """``cap`` seconds, or fewer when the deadline is nearer (at least 1)."""
+        """Seconds the next step may take: ``cap``, or fewer when the deadline is nearer.
+
+        Raises ``Failed`` once the deadline has passed, so no step starts
+        after it and a loop of steps (turns, retries) ends with it.
+        """
         if self.deadline is None:
             return cap
-        return max(1.0, min(cap, self.deadline - time.time()))
+        left = self.deadline - time.time()
+        if left <= 0:
+            raise Failed("timed out: the sub-task's deadline has passed")
+        return min(cap, left)
 
     def relative(self, path: str) -> str:
         """``path`` as shown in results: relative to the working directory when inside it."""
@@ -113,26 +123,56 @@ class Executor:
         """Release what ``run`` opened (clients, connections)."""
 
 
-def run_bounded(command, timeout: float, what: str, **popen) -> tuple:
-    """Run ``command`` in its own process group; return ``(returncode, stdout bytes, stderr bytes)``.
+# The guards of the commands this process is running (see ``run_bounded``), and why they were stopped.
+_running = {}
+_running_lock = threading.Lock()
+# The guard, imported from this directory by a bare interpreter (-I: no environment, no user
+# site; -S: no site) rather than run as a script, so its compiled form is cached.
+_GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); from guard import main; "
+          "sys.exit(main(sys.argv[2:]))", os.path.dirname(os.path.abspath(__file__))]
+# Seconds ``run_bounded`` waits past a command's timeout before it kills the group itself:
+# the guard kills it at the timeout, so this only matters when the guard cannot act.
+GUARD_SLACK = 5.0
 
-    Past ``timeout`` seconds the whole group is killed (a shell's children
-    too) and ``Failed("<what> timed out after Ns")`` is raised.
+
+def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **popen) -> tuple:
+    """Run ``command`` under a guard; return ``(returncode, stdout bytes, stderr bytes)``.
+
+    The command (an argv list, or a string for ``/bin/sh -c`` with
+    ``shell``) runs in a process group of its own under ``guard.py``, which
+    kills that whole group, background processes included, when the
+    command exits, when ``timeout`` seconds pass (``Failed("<what> timed out
+    after Ns")``), when ``stop_commands`` is called (``Failed("<what>
+    stopped: <reason>")``), or when this process dies, however it dies.
+    Call it from the thread that waits for the result: the guard's
+    parent-death signal fires when that thread ends.
     """
-    import signal
     import subprocess
 
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            start_new_session=True, **popen)
+    argv = ["/bin/sh", "-c", command] if shell else list(command)
+    proc = subprocess.Popen([*_GUARD, str(os.getpid()), repr(float(timeout)), *argv],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
+    with _running_lock:
+        _running[proc] = None
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise Failed(f"{what} timed out after {timeout:g}s") from None
+            out, err = proc.communicate(timeout=timeout + GUARD_SLACK)
+        except BaseException as exc:  # the guard did not end it in time, or this thread is interrupted
+            _kill_group(proc.pid)
+            proc.kill()
+            _drain(proc)
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise Failed(f"{what} timed out after {timeout:g}s") from None
+            raise
+    finally:
+        with _running_lock:
+            reason = _running.pop(proc, None)
+    if reason is not None:
+        raise Failed(f"{what} stopped: {reason}")
+    if proc.returncode == -signal.SIGALRM:
+        raise Failed(f"{what} timed out after {timeout:g}s")
+    if proc.returncode < 0:
+        raise Failed(f"{what} stopped: its guard got signal {signal.Signals(-proc.returncode).name}")
     return proc.returncode, out or b"", err or b""
 
 
@@ -149,6 +189,45 @@ def retry_pause(retry: int, retry_after=None) -> float:
     if retry_after is not None:
         return min(max(0.0, float(retry_after)), RETRY_MOST)
     return min(RETRY_MOST, RETRY_FIRST * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
+
+
+def stop_commands(reason: str) -> int:
+    """Kill every command ``run_bounded`` is running in this process, each with its whole group.
+
+    Returns how many. Each of those ``run_bounded`` calls raises
+    ``Failed("<what> stopped: <reason>")``. The commands are dead when this
+    returns (SIGKILL to their groups), so their sub-tasks can be handed on.
+    """
+    with _running_lock:
+        for proc in _running:
+            _running[proc] = reason
+            try:
+                proc.send_signal(signal.SIGTERM)  # the guard: stop, and do not report the command's status
+            except OSError:
+                pass
+            _kill_group(proc.pid)
+        return len(_running)
+
+
+def _kill_group(pgid) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already empty
+
+
+def _drain(proc) -> tuple:
+    """What a killed guard's pipes still hold; a pipe held open by a process that left the group is given up."""
+    import subprocess
+
+    try:
+        return proc.communicate(timeout=GUARD_SLACK)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return b"", b""
 
 
 def first_line(text: str) -> str:

@@ -5,14 +5,24 @@
 ``[200 OK] 5 items``: the status line plus a short summary of the body (the
 item count of a JSON list, or of the first list in a JSON object; the keys
 of another object; else the first line of text). A status of 400 or more,
-a timeout (``request_timeout`` per request, default 10 s) or a refused
-connection fails the sub-task. Redirects are followed only on the base
-URL's own scheme, host and port; one to another host is refused.
+a timeout or a refused connection fails the sub-task. Redirects are
+followed only on the base URL's own scheme, host and port; one to another
+host is refused.
+
+The timeout bounds the whole request, not each read: connecting, sending,
+the headers and the body, redirects included, end within
+``request_timeout`` (default 10 s) or at the sub-task's deadline, whichever
+comes first, however slowly the server answers. At that moment the
+request's sockets are shut down (``_Deadline``). Name resolution and a TLS
+handshake are bounded per step by the same timeout, not as a whole.
 """
 
+import http.client
 import json
 import re
 import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +59,86 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
         if _origin(newurl) != self.origin:
             raise RedirectRefused(code, newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Deadline:
+    """The end of one request: when ``seconds`` have passed, every connection it opened is shut down.
+
+    Shutting a socket down wakes a read or write blocked on it, so a
+    server that sends one byte a second cannot hold the request; the
+    request then fails, and ``expired`` says it was the deadline.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def watch(self, sock) -> None:
+        """End ``sock`` with the request. (Its connection lets go of it once the headers are read;
+        the response still reads the body through it.)"""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        # The plain socket's shutdown, also under TLS: it wakes a blocked read or write at once.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _bounded(connection_class, deadline):
+    """``connection_class`` whose connections ``deadline`` ends; connecting itself waits at most what is left."""
+
+    class Bounded(connection_class):
+        def connect(self):
+            self.timeout = max(0.001, min(self.timeout, deadline.left()))
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Bounded
+
+
+class _BoundedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_bounded(http.client.HTTPConnection, self.deadline), req)
+
+
+class _BoundedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_bounded(http.client.HTTPSConnection, self.deadline), req, context=self._context)
 
 
 def summarise(body: bytes, content_type: str) -> str:
@@ -92,9 +182,25 @@ class Executor(_Base):
         method, path = match.group(1).upper(), match.group(2)
         url = self.base_url.rstrip("/") + path
         timeout = self.ctx.time_left(self.ctx.settings.get("request_timeout", 10.0))
-        opener = urllib.request.build_opener(_SameOriginRedirects(_origin(self.base_url)))
         request = urllib.request.Request(url, method=method, headers={"User-Agent": "brain-jobs"},
                                          data=b"" if method in ("POST", "PUT", "PATCH") else None)
+        with _Deadline(timeout) as deadline:
+            try:
+                line = self._request(request, deadline, f"{method} {path}")
+            except Exception:
+                if not deadline.expired:
+                    raise
+                line = None
+            # Whatever the shut-down sockets made of the request (an error, or a body
+            # cut short that looks complete), the deadline is what ended it.
+            if deadline.expired:
+                raise Failed(f"timed out after {timeout:g}s: {method} {path}")
+        return line
+
+    def _request(self, request, deadline, what):
+        timeout = deadline.seconds
+        opener = urllib.request.build_opener(_SameOriginRedirects(_origin(self.base_url)),
+                                             _BoundedHTTP(deadline), _BoundedHTTPS(deadline))
         try:
             with opener.open(request, timeout=timeout) as resp:
                 status, reason = resp.status, resp.reason
@@ -108,12 +214,12 @@ class Executor(_Base):
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, socket.timeout):
-                raise Failed(f"timed out after {timeout:g}s: {method} {path}") from None
+                raise Failed(f"timed out after {timeout:g}s: {what}") from None
             raise Failed(f"cannot reach {self.base_url}: {getattr(reason, 'strerror', None) or reason}") from None
         except (socket.timeout, TimeoutError):
-            raise Failed(f"timed out after {timeout:g}s: {method} {path}") from None
+            raise Failed(f"timed out after {timeout:g}s: {what}") from None
         except (HTTPException, OSError) as exc:
-            raise Failed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            raise Failed(f"{what}: {type(exc).__name__}: {exc}") from None
         return self._line(status, reason, body, ctype)
 
     @staticmethod

@@ -4,8 +4,10 @@ It executes text, so dispatch refuses it unless ``--allow-shell`` is given
 on that very command line (never from a config file or the environment).
 The command runs in the job's working directory, in its own process
 group, with stdin closed. The result is ``exit 0: <first line of output>``;
-a non-zero exit or the timeout (``shell_timeout``, default 30 s) fails the
-sub-task, and the whole process group is killed on timeout.
+a non-zero exit or the timeout (``shell_timeout``, default 30 s, never past
+the sub-task's deadline) fails the sub-task. The whole process group is
+killed when the command exits (what it left in the background too), at
+the timeout, and when the runner or worker dies (``base.run_bounded``).
 """
 
 import subprocess

@@ -243,13 +243,18 @@ _INSERT = "INSERT INTO jobs ({}) VALUES ({})".format(
 _UPDATE = "UPDATE jobs SET {} WHERE job_id = %s".format(
     ", ".join(f"{c} = %s::jsonb" if c in JSON_COLUMNS else f"{c} = %s" for c in COLUMNS[1:])
 )
-# A sub-task queued for ``pool`` that is pending, or running on a lease that ran out.
+# A sub-task queued for ``pool`` that is pending, or running on a lease that ran out. No row
+# content may make it fail, for every worker: ``sub_tasks`` that is not an array is returned
+# (the worker finds it unreadable, says so once and passes it over), and ``lease_until`` is
+# compared as the fixed-width text it is (as ``state.claimable`` does), never cast.
 _CLAIMABLE = """SELECT job_id FROM jobs
     WHERE status IN ('pending', 'running')
-      AND EXISTS (SELECT 1 FROM jsonb_array_elements(sub_tasks) AS s(v)
+      AND CASE WHEN jsonb_typeof(sub_tasks) = 'array' THEN EXISTS (
+                  SELECT 1 FROM jsonb_array_elements(sub_tasks) AS s(v)
                   WHERE v->>'pool' = %(pool)s
                     AND (v->>'status' = 'pending'
-                         OR (v->>'status' = 'running' AND (v->>'lease_until')::timestamptz <= %(now)s::timestamptz)))
+                         OR (v->>'status' = 'running' AND v->>'lease_until' <= %(now)s::text COLLATE "C")))
+          ELSE true END
     ORDER BY created_at, job_id COLLATE "C"
     LIMIT %(limit)s FOR UPDATE"""
 
@@ -258,7 +263,9 @@ _HOUSEKEEPING = """WITH purged AS (
         DELETE FROM jobs WHERE job_id IN (
             SELECT job_id FROM jobs
             WHERE status IN ('completed', 'failed') AND expires_at < %(cutoff)s
-              AND COALESCE((consolidated_result->>'consolidated_at')::timestamptz, expires_at) < %(cutoff)s
+              -- compared as fixed-width text, never cast: no stored value can fail every write
+              AND (consolidated_result->>'consolidated_at' IS NULL
+                   OR consolidated_result->>'consolidated_at' < %(cutoff_text)s::text COLLATE "C")
             FOR UPDATE SKIP LOCKED)
         RETURNING 1)
     SELECT ARRAY(SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND expires_at <= %(now)s
@@ -288,7 +295,9 @@ class _Transaction:
 
     def housekeeping(self, now, cutoff):
         # One round trip: writes run it often, and on a busy server each statement costs CPU.
-        due, purged = self._conn.execute(_HOUSEKEEPING, {"now": now, "cutoff": cutoff}).fetchone()
+        # The cutoff twice: one parameter has one type, and it is compared with a timestamptz and with text.
+        params = {"now": now, "cutoff": cutoff, "cutoff_text": cutoff}
+        due, purged = self._conn.execute(_HOUSEKEEPING, params).fetchone()
         return due, purged
 
     def newest(self):

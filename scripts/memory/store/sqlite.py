@@ -276,6 +276,24 @@ def _update(changed: tuple) -> str:
     return sql
 
 
+# A sub-task queued for ``pool`` that is pending, or running on a lease that ran out.
+_CLAIMING = """json_extract(s.value, '$.pool') = ?
+                     AND (json_extract(s.value, '$.status') = 'pending'
+                          OR (json_extract(s.value, '$.status') = 'running'
+                              AND json_extract(s.value, '$.lease_until') <= ?))"""
+_CLAIMABLE = f"""SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND EXISTS (
+                   SELECT 1 FROM json_each(jobs.sub_tasks) AS s WHERE {_CLAIMING})
+               ORDER BY created_at, job_id LIMIT ?"""
+# The same, when some row's JSON is malformed: CASE (evaluated lazily, unlike AND) keeps the
+# JSON functions off what they cannot parse, and such a row is returned as a candidate.
+_CLAIMABLE_CAREFULLY = f"""SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND CASE
+                   WHEN json_valid(jobs.sub_tasks) THEN EXISTS (
+                       SELECT 1 FROM json_each(jobs.sub_tasks) AS s
+                       WHERE CASE WHEN s.type = 'object' THEN {_CLAIMING} ELSE 0 END)
+                   ELSE 1 END
+               ORDER BY created_at, job_id LIMIT ?"""
+
+
 class _Transaction:
     def __init__(self, conn):
         self._conn = conn
@@ -333,7 +351,9 @@ class _Transaction:
         )]
         purged = self._conn.execute(
             "DELETE FROM jobs WHERE status IN ('completed', 'failed') AND expires_at < ?"
-            " AND COALESCE(json_extract(consolidated_result, '$.consolidated_at'), expires_at) < ?",
+            # CASE keeps json_extract off text it cannot parse: no stored value can fail every write.
+            " AND COALESCE(CASE WHEN json_valid(consolidated_result)"
+            " THEN json_extract(consolidated_result, '$.consolidated_at') END, expires_at) < ?",
             (cutoff, cutoff),
         ).rowcount
         return due, purged
@@ -343,16 +363,14 @@ class _Transaction:
 
     def claimable(self, pool, now, limit=1, wait=False):
         # ``wait`` is PostgreSQL's concern: under the file lock no row is held by anyone else.
-        rows = self._conn.execute(
-            """SELECT job_id FROM jobs WHERE status IN ('pending', 'running') AND EXISTS (
-                   SELECT 1 FROM json_each(jobs.sub_tasks) AS s
-                   WHERE json_extract(s.value, '$.pool') = ?
-                     AND (json_extract(s.value, '$.status') = 'pending'
-                          OR (json_extract(s.value, '$.status') = 'running'
-                              AND json_extract(s.value, '$.lease_until') <= ?)))
-               ORDER BY created_at, job_id LIMIT ?""",
-            (pool, now, limit),
-        )
+        try:
+            rows = self._conn.execute(_CLAIMABLE, (pool, now, limit)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):
+                raise
+            # Some row's sub_tasks is not JSON SQLite can read (another program wrote it): the
+            # careful query returns it too, and the worker says once that it cannot read it.
+            rows = self._conn.execute(_CLAIMABLE_CAREFULLY, (pool, now, limit)).fetchall()
         return [r[0] for r in rows]
 
 
