@@ -30,7 +30,7 @@ def _create(subtasks):
                           text=True, timeout=120)
 
 
-@pytest.mark.parametrize("spelling", ["--subtask q", "--subtask=q", "--sub q"])
+@pytest.mark.parametrize("spelling", ["--subtask q", "--subtask=q"])
 def test_too_many_subtasks_are_refused_before_parsing(db, spelling):
     many = [part for _ in range(2 * MAX_SUBTASKS) for part in spelling.split(" ")]
     proc = _create(many)
@@ -40,6 +40,6 @@ def test_too_many_subtasks_are_refused_before_parsing(db, spelling):
 
 
 def test_a_few_subtasks_still_go_through_argparse(db):
-    proc = _create(["--subtask", "a", "--subtask=b", "--sub", "c"])
+    proc = _create(["--subtask", "a", "--subtask=b", "--subtask", "c"])
     assert proc.stdout.splitlines()[-1] == "0 True", proc.stderr
     assert [s["query"] for s in store_snapshot(db)[0]["sub_tasks"]] == ["a", "b", "c"]

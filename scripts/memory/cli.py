@@ -318,7 +318,9 @@ def _fast_args(argv):
     return _FastArgs(values)
 
 
-_SUBTASK_OPTION = tuple("--subtask"[:n] for n in range(4, 10))  # --subtask and its abbreviations
+# Only the whole name: every abbreviation of --subtask also abbreviates --subtasks-from,
+# which argparse refuses as ambiguous.
+_SUBTASK_OPTION = ("--subtask",)
 
 
 def _refuse_too_many_subtasks(argv) -> None:
