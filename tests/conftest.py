@@ -61,7 +61,7 @@ TIERS = {
         "test_cli.py", "test_hostile.py", "test_create_inputs.py", "test_watch.py", "test_wait.py",
         "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
         "test_approval.py", "test_files.py", "test_full_disk.py", "test_limits.py", "test_session_store.py",
-        "host/test_claude_code_e2e.py", "host/test_marketplace_install.py",
+        "host/test_claude_code_e2e.py", "host/test_marketplace_install.py", "host/test_interactive_tmux.py",
     ),
 }
 UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)
