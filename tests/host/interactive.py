@@ -2,11 +2,14 @@
 
 Run as a script by ``test_interactive_tmux``, inside ``unshare -n`` when
 possible so loopback is the only network. In the isolated HOME of ``--env``
-it serves the fake Messages API on 127.0.0.1, runs the README's install
-lines (``--install``, JSON: each a list of words), pre-accepts the host's
-first-run dialogs (``pre_accept``), then starts ``claude`` with no flag at
-all -- the permission mode a new user gets -- in a tmux pane of 200x50,
-types a request for parallel work and presses Enter, as a person would.
+it serves the fake Messages API on 127.0.0.1, pre-accepts the host's
+first-run dialogs (``pre_accept``) and installs the plugin with the README's
+lines: at the shell (``--install``, JSON: each line a list of words) or typed
+into a first session (``--slash``, JSON: the ``/plugin ...`` lines), after
+which it starts a new session, as the README says. The session is ``claude``
+with no flag at all -- the permission mode a new user gets -- in a tmux pane
+of 200x50; it types a request for parallel work and presses Enter, as a
+person would.
 
 The "model" is scripted (``main_model``, and ``scenario.worker_model`` for
 the workers): create a job, dispatch it, launch the Agent calls, look at
@@ -105,6 +108,7 @@ def pre_accept(config_dir: Path, project: Path, api_key: str) -> None:
     created or one you trust?"), which runs no plugin hook until it is accepted.
     """
     path = config_dir / ".claude.json"
+    config_dir.mkdir(parents=True, exist_ok=True)
     config = json.loads(path.read_text()) if path.exists() else {}
     config["hasCompletedOnboarding"] = True
     config.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})["approved"].append(api_key[-20:])
@@ -175,37 +179,62 @@ def _input_ready(screen: str) -> bool:
     return "\n❯" in "\n" + screen and re.search(r"mode on|for shortcuts", screen) is not None
 
 
-def ask(pane: Pane, api: FakeAnthropic, prompt: str) -> None:
-    """Type ``prompt`` and press Enter until the host sends it to the model (at most 3 presses)."""
+def submit(pane: Pane, line: str, done, what: str, also=lambda: False) -> None:
+    """Type ``line`` at the ready prompt and press Enter until ``done(screen)`` or ``also()``
+    (at most 3 presses: an Enter that arrives with the typed text can be read as part of a paste)."""
     wait_for(pane, _input_ready, 30, "the input prompt")
-    pane.keys(prompt, literal=True)
-    wait_for(pane, lambda s: prompt in s, 10, "the typed request")
-
-    def sent() -> bool:
-        return any(prompt in _user_text(r.body) for r in api.messages_requests() if isinstance(r.body, dict))
-
-    for _ in range(3):  # an Enter that arrives with the typed text can be read as part of a paste
+    pane.keys(line, literal=True)
+    wait_for(pane, lambda s: line in s, 10, f"the typed {line!r}")
+    for _ in range(3):
         pane.keys("Enter")
         try:
-            wait_for(pane, lambda s: False, 5, "the request reaching the model", also=sent)
+            wait_for(pane, done, 10, what, also=also)
             return
         except TimeoutError:
             continue
-    raise TimeoutError("the request never reached the model after 3 presses of Enter")
+    raise TimeoutError(f"{what}: not seen after 3 presses of Enter")
 
 
-def session(pane: Pane, api: FakeAnthropic, claude: str, cwd: Path) -> dict:
-    """The interactive session, from start to /exit; what happened, for ``outcome.json``."""
-    pane.start(cwd, [claude])
+def install_in_session(pane: Pane, lines: list) -> None:
+    """Type the README's ``/plugin`` lines; take the install menu's first choice (user scope)."""
+    for line in lines:
+        if " install " in line:
+            submit(pane, line, lambda s: "Install for you (user scope)" in s, "the install menu")
+            pane.keys("Enter")
+            wait_for(pane, lambda s: "Installed brain-jobs" in s, 30, "the install")
+        else:
+            submit(pane, line, lambda s: "Added marketplace" in s, "the added marketplace")
+
+
+def leave(pane: Pane) -> None:
+    """``/exit``, as a user leaves; returns when claude has ended."""
+    submit(pane, "/exit", lambda s: False, "claude to exit", also=pane.dead)
+
+
+def ask(pane: Pane, api: FakeAnthropic, prompt: str) -> None:
+    """Type ``prompt`` and press Enter until the host has sent it to the model."""
+    def sent() -> bool:
+        return any(prompt in _user_text(r.body) for r in api.messages_requests() if isinstance(r.body, dict))
+
+    submit(pane, prompt, lambda s: False, "the request reaching the model", also=sent)
+
+
+def session(pane: Pane, api: FakeAnthropic, claude: str, cwd: Path, slash: list) -> dict:
+    """The interactive session (after a first one that installs, with ``slash``), from start
+    to /exit; what happened, for ``outcome.json``."""
     try:
+        if slash:
+            pane.start(cwd, [claude])
+            install_in_session(pane, slash)
+            leave(pane)
+            pane.tmux("respawn-pane", "-t", "user")  # "then start a new session"
+        else:
+            pane.start(cwd, [claude])
         ask(pane, api, PROMPT)
         wait_for(pane, lambda s: ANSWER_HEADING in s, SESSION_TIMEOUT, "the answer")
         # Let the turn finish (no "esc to interrupt" in the footer), then leave as a user does.
         answer = wait_for(pane, lambda s: "esc to interrupt" not in s, 30, "the end of the turn")
-        pane.keys("/exit", literal=True)
-        wait_for(pane, lambda s: "/exit" in s, 10, "the typed /exit")
-        pane.keys("Enter")
-        wait_for(pane, lambda s: False, 20, "claude to exit", also=pane.dead)
+        leave(pane)
         return {"ok": True, "answer_screen": answer}
     except PermissionPrompt as exc:
         return {"ok": False, "permission_prompt": str(exc)}
@@ -224,6 +253,7 @@ def run(args) -> int:
     cwd = Path(args.cwd)
     with FakeAnthropic(responder=respond) as api:
         env["ANTHROPIC_BASE_URL"] = api.url
+        pre_accept(Path(env["CLAUDE_CONFIG_DIR"]), cwd, env["ANTHROPIC_API_KEY"])
         steps = []
         for cmd in json.loads(args.install):
             proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
@@ -232,10 +262,9 @@ def run(args) -> int:
         (out / "install.json").write_text(json.dumps(steps, indent=1))
         if any(step["rc"] != 0 for step in steps):
             return 1
-        pre_accept(Path(env["CLAUDE_CONFIG_DIR"]), cwd, env["ANTHROPIC_API_KEY"])
         pane = Pane(out / "tmux.sock", env, out / "screens.txt")
         try:
-            outcome = session(pane, api, args.claude, cwd)
+            outcome = session(pane, api, args.claude, cwd, json.loads(args.slash))
         finally:
             pane.kill()
         outcome["screens"] = len(pane.screens)
@@ -249,7 +278,9 @@ def run(args) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    for name in ("--claude", "--cwd", "--out", "--env", "--install"):
+    for name in ("--claude", "--cwd", "--out", "--env"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--install", default="[]", help="JSON: install commands to run first, each a list of words")
+    parser.add_argument("--slash", default="[]", help="JSON: /plugin lines to type into a first session")
     parser.add_argument("--netns", action="store_true", help="bring lo up first (inside unshare -n)")
     sys.exit(run(parser.parse_args()))

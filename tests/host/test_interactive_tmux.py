@@ -1,11 +1,13 @@
 """Issue 14's user path, in the real interactive CLI: install, ask, see, and find it again at a terminal.
 
 In a fresh HOME, offline (inside ``unshare -n`` where it works), the pinned
-CLI runs the install lines of the README's "Use it in Claude Code" section
-word for word (the clone's path in place of ``/path/to/brain-jobs``), then
-``interactive.py`` starts ``claude`` with no flag in tmux -- the permission
-mode a new user gets, auto in 2.1.332 -- types a request for parallel work
-and reads every screen until the answer. The fake API on 127.0.0.1 plays the
+CLI installs the plugin with the lines of the README's "Use it in Claude
+Code" section word for word (the clone's path in place of
+``/path/to/brain-jobs``): once with the ``claude plugin`` lines at the shell,
+once with the ``/plugin`` lines typed into a first session followed by a new
+session. Then ``interactive.py`` starts ``claude`` with no flag in tmux -- the
+permission mode a new user gets, auto in 2.1.332 -- types a request for
+parallel work and reads every screen until the answer. The fake API on 127.0.0.1 plays the
 models; it does not pass auto mode's server-side safety check through, so
 any action that no hook approves would stop on a permission dialog on screen.
 Afterwards a "terminal" (a plain subprocess: that HOME, ``~/.brain/bin`` on
@@ -37,16 +39,25 @@ SHELL_CODE = "def f(x) -> int: return x | 1; $HOME"  # part of the GET /users wo
 pytestmark = pytest.mark.sqlite_only
 
 
-def readme_install_lines(checkout: Path) -> list:
-    """The ``claude plugin ...`` lines of the README's "Use it in Claude Code" block, as argv lists."""
-    section = (ROOT / "README.md").read_text().split("## Use it in Claude Code", 1)[1]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
+def _readme_section() -> str:
+    return (ROOT / "README.md").read_text().split("## Use it in Claude Code", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_shell_lines(checkout: Path) -> list:
+    """The ``claude plugin ...`` lines of the section's first shell block, as argv lists."""
+    block = _readme_section().split("```bash", 1)[1].split("```", 1)[0]
     lines = [line.split("#", 1)[0].split() for line in block.splitlines() if line.startswith("claude plugin ")]
     return [[str(checkout) if word == "/path/to/brain-jobs" else word for word in line] for line in lines]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def readme_slash_lines(checkout: Path) -> list:
+    """The ``/plugin ...`` commands the section gives for doing the same in a session."""
+    lines = re.findall(r"`(/plugin [^`]+)`", " ".join(_readme_section().split()))
+    return [line.replace("/path/to/brain-jobs", str(checkout)) for line in lines]
+
+
+@pytest.fixture(scope="module", params=["shell", "session"])
+def run(request, tmp_path_factory):
     if shutil.which("tmux") is None:
         unavailable("tmux is not installed (needed to drive the interactive CLI; apt-get install tmux)")
     claude = claude_binary()
@@ -61,21 +72,27 @@ def run(tmp_path_factory):
     env = isolated_env(home, tmp, PATH=f"{claude.parent}:{os.environ['PATH']}", BRAIN_HOOK_DEBUG="1",
                        BRAIN_REQUIREMENTS_FILE=str(no_extras))
     (base / "env.json").write_text(json.dumps(env))
-    install = readme_install_lines(checkout)
+    install = readme_shell_lines(checkout) if request.param == "shell" else []
+    slash = readme_slash_lines(checkout) if request.param == "session" else []
     netns = netns_available()
     if not netns:
         print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(interactive.__file__)), "--claude", "claude", "--cwd", str(project),
-           "--out", str(out), "--env", str(base / "env.json"), "--install", json.dumps(install)]
+           "--out", str(out), "--env", str(base / "env.json"), "--install", json.dumps(install),
+           "--slash", json.dumps(slash)]
     if netns:
         cmd = ["unshare", "-n", "--", *cmd, "--netns"]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    finally:  # the runner ends its tmux server; this ends it when the runner could not (a timeout)
+        if (out / "tmux.sock").exists():
+            subprocess.run(["tmux", "-S", str(out / "tmux.sock"), "kill-server"], capture_output=True, timeout=30)
     print(f"install and interactive session took {time.monotonic() - started:.1f}s (netns={netns})")
     steps = json.loads((out / "install.json").read_text()) if (out / "install.json").exists() else []
     assert proc.returncode == 0, f"runner failed:\n{proc.stdout}\n{proc.stderr}\n{json.dumps(steps, indent=1)}"
     return {
-        "home": home, "out": out, "netns": netns, "install": install, "steps": steps,
+        "home": home, "out": out, "netns": netns, "install": install, "slash": slash, "steps": steps,
         "outcome": json.loads((out / "outcome.json").read_text()),
         "screens": (out / "screens.txt").read_text(),
         "last": (out / "last_screen.txt").read_text(),
@@ -105,9 +122,15 @@ def terminal(run, *args) -> subprocess.CompletedProcess:
 
 
 def test_the_readme_install_lines_install_the_plugin(run):
-    assert [line[:3] for line in run["install"]] == [["claude", "plugin", "marketplace"],
-                                                      ["claude", "plugin", "install"]]
-    assert [step["rc"] for step in run["steps"]] == [0, 0], json.dumps(run["steps"], indent=1)
+    if run["slash"]:
+        assert [line.split()[:2] for line in run["slash"]] == [["/plugin", "marketplace"], ["/plugin", "install"]]
+        assert "Installed brain-jobs" in run["screens"], _explain(run)
+    else:
+        assert [line[:3] for line in run["install"]] == [["claude", "plugin", "marketplace"],
+                                                          ["claude", "plugin", "install"]]
+        assert [step["rc"] for step in run["steps"]] == [0, 0], json.dumps(run["steps"], indent=1)
+    installed = json.loads((run["home"] / ".claude" / "plugins" / "installed_plugins.json").read_text())
+    assert [p["scope"] for p in installed["plugins"]["brain-jobs@brain-jobs"]] == ["user"]
 
 
 def test_no_permission_prompt_on_any_screen(run, job_id):
