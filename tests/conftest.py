@@ -63,7 +63,7 @@ TIERS = {
         "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
         "test_approval.py", "test_files.py", "test_full_disk.py", "test_limits.py", "test_session_store.py",
         "host/test_claude_code_e2e.py", "host/test_marketplace_install.py", "host/test_fanout_e2e.py",
-        "test_text_safety.py",
+        "host/test_interactive_tmux.py", "test_text_safety.py",
     ),
 }
 UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)

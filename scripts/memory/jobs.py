@@ -251,6 +251,28 @@ def find_subtask_by_agent(agent_id, db=None):
 parse_subtask_prompt = prompts.parse_subtask_prompt
 
 
+def dispatched_launch(prompt, db=None):
+    """``(job_id, sub_task_id)`` when ``prompt`` launches a worker that dispatch issued, else None.
+
+    That is: the pointer of a sub-task running now, with the credential
+    dispatch issued for it, naming the sub-task's own query
+    (``prompts.is_launch_prompt``). The PreToolUse hook approves only such
+    launches. A read: the sweep it applies is not stored.
+    """
+    found = prompts.parse_subtask_prompt(prompt)
+    if not found:
+        return None
+    job_id, sub_task_id, credential = found
+    row = _store(db).read(validate.job_id(job_id))
+    if row is None:
+        return None
+    state.sweep(row, _now())
+    sub = state.launched_worker(row, sub_task_id, credential)
+    if sub is None or not prompts.is_launch_prompt(prompt, row["job_id"], sub, credential):
+        return None
+    return row["job_id"], sub_task_id
+
+
 # -- writing --------------------------------------------------------------
 
 def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=None, force=False, db=None) -> dict:

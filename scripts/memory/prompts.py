@@ -74,3 +74,14 @@ def parse_subtask_prompt(prompt):
     """
     match = _POINTER.match((prompt or "").lstrip())
     return match.groups() if match else None
+
+
+def is_launch_prompt(prompt, job_id, sub, credential) -> bool:
+    """True when ``prompt`` is the pointer :func:`worker_prompt` writes for ``sub`` with
+    ``credential``: nothing before it, and after its query only `` in <files>`` and the
+    final period (the files a dispatch named are not stored, so any printable ones)."""
+    head = f"{job_id} {sub['sub_task_id']} {credential}: Search {sub['query']}"
+    if not isinstance(prompt, str) or not prompt.startswith(head):
+        return False
+    rest = prompt[len(head):]
+    return rest == "." or (rest.startswith(" in ") and rest.endswith(".") and rest.isprintable())

@@ -691,6 +691,23 @@ def link_host_agent(row, sub_task_id, host_agent_id, credential, now) -> dict:
     return public(sub)
 
 
+def launched_worker(row, sub_task_id, credential):
+    """The sub-task (``public``) whose worker a launch with ``credential`` starts, or None.
+
+    Only a sub-task that is running and started (not waiting for a runner's
+    slot), with the credential dispatch issued for it: what lets the PreToolUse
+    hook approve the launch of exactly the workers dispatch printed. ``row``
+    must be swept, so that a sub-task past its deadline is no longer running.
+    """
+    try:
+        sub = find_subtask(row, sub_task_id)
+    except NotFound:
+        return None
+    if sub["status"] != "running" or waiting(sub) or not _verifies(sub, credential):
+        return None
+    return public(sub)
+
+
 def unread(row) -> bool:
     """True when the job's final consolidation has not been read since it was stored."""
     for ev in reversed(row["history"]):
