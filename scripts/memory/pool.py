@@ -18,7 +18,7 @@ import re
 from . import state, validate
 from .clock import iso, now as _now
 from .errors import BrainError, InvalidInput
-from .jobs import _housekeep, _mutate, _store
+from .jobs import housekeep, mutate, store_for
 
 _POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
@@ -47,7 +47,7 @@ def queue_job(job_id, executor, model="haiku", files=None, timeout=None, allow_s
         timeout = validate.positive_int(timeout, "timeout (seconds)")
     files = [validate.query(str(f)) for f in files] if files else None
     order = {"files": files, "allow_shell": True if allow_shell else None}
-    row, queued = _mutate(job_id, lambda row, now: state.queue(row, pool, model, timeout, order, now), db)
+    row, queued = mutate(job_id, lambda row, now: state.queue(row, pool, model, timeout, order, now), db)
     return {"job_id": row["job_id"], "pool": pool, "sub_tasks": [s["sub_task_id"] for s in queued]}
 
 
@@ -69,8 +69,8 @@ def claim(pool, worker, lease, db=None, skip=None):
     skip = {} if skip is None else skip
     now = _now()
     stamp = iso(now)
-    with _store(db).write() as tx:
-        _housekeep(tx, now, db)
+    with store_for(db).write() as tx:
+        housekeep(tx, now, db)
         for job_id in _candidates(tx, pool, stamp, skip):
             try:
                 claimed = _claim_in(tx, job_id, pool, worker, lease, now)
@@ -132,13 +132,13 @@ def describe(exc) -> str:
 
 def renew(job_id, leases, lease, db=None) -> list:
     """Extend the leases ``{sub_task_id: agent_id}`` a worker holds in one job; return those it lost."""
-    _, lost = _mutate(job_id, lambda row, now: state.renew(row, leases, lease, now), db)
+    _, lost = mutate(job_id, lambda row, now: state.renew(row, leases, lease, now), db)
     return lost
 
 
 def release(job_id, sub_task_id, agent_id, reason, db=None) -> dict:
     """Give a claimed sub-task back to the pool (pending, same queue); its identity is retired."""
-    _, sub = _mutate(job_id, lambda row, now: state.release(row, sub_task_id, agent_id, reason, now), db)
+    _, sub = mutate(job_id, lambda row, now: state.release(row, sub_task_id, agent_id, reason, now), db)
     return sub
 
 
@@ -152,7 +152,7 @@ def backlog(pool, db=None, skip=None) -> dict:
     skip = {} if skip is None else skip
     counts = {"pending": 0, "running": 0}
     try:
-        rows = _store(db).read_all(active_only=True)
+        rows = store_for(db).read_all(active_only=True)
     except BrainError:
         raise
     except Exception:  # some row cannot be read: read the pool's jobs one by one
@@ -181,7 +181,7 @@ def _rows_one_by_one(pool, skip, db) -> list:
     Those that cannot be read go to ``skip``.
     """
     rows = []
-    with _store(db).write() as tx:  # the pool's one query; it changes nothing
+    with store_for(db).write() as tx:  # the pool's one query; it changes nothing
         for job_id in tx.claimable(pool, _END_OF_TIME, limit=1_000_000, wait=True):
             if job_id in skip:
                 continue

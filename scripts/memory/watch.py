@@ -87,7 +87,7 @@ class _Lines:
 
     def glyph(self, status):
         g = render.WAITING if status == "waiting" else render.GLYPHS[status]
-        code = render._WAITING_COLOUR if status == "waiting" else render._COLOURS[status]
+        code = render.WAITING_COLOUR if status == "waiting" else render.COLOURS[status]
         return f"\x1b[{code}m{g}\x1b[0m" if self.colour else g
 
     def sub_line(self, sub):

@@ -36,8 +36,7 @@ import threading
 
 from .. import codec
 from ..errors import StoreBusy, StoreError
-from . import COLUMNS
-from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
+from . import COLUMNS, env_lock_timeout
 
 SCHEME = "memory://"
 _UNFINISHED = ("pending", "running")
@@ -194,7 +193,7 @@ class MemoryStore:
             raise StoreError(f"not an in-memory store URL: {target!r} (use memory://NAME)")
         self.target = target
         self.name = target[len(SCHEME):]
-        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
+        self.lock_timeout = lock_timeout if lock_timeout is not None else env_lock_timeout()
         self._seen = None  # the commit count ``wait`` last saw; None until it first listens
         self._wait_lock = threading.Lock()
         with _registry:
