@@ -21,6 +21,7 @@ from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
 from .paths import default_target
 from .store import open_store
+from .vocabulary import DEFAULT_MODEL, FINAL, HOST, STATUSES
 
 DEFAULT_RETENTION = 3600
 # Seconds between two housekeepings by one process of one store. Why not every
@@ -221,7 +222,7 @@ def list_jobs(include_finished=False, db=None) -> list:
             # As in ``_read``: a read-only or full store is still listed, swept in memory.
             for r in rows:
                 state.sweep(r, now)
-            return [r for r in rows if include_finished or r["status"] not in state.FINAL]
+            return [r for r in rows if include_finished or r["status"] not in FINAL]
         rows = store.read_all(active_only=not include_finished)
     return [state.strip_private(r) for r in rows]
 
@@ -229,8 +230,8 @@ def list_jobs(include_finished=False, db=None) -> list:
 def job_stats(db=None) -> dict:
     """Counts of jobs by status and type, and of sub-tasks by status."""
     rows = list_jobs(include_finished=True, db=db)
-    jobs = dict.fromkeys(validate.STATUSES, 0)
-    subs = dict.fromkeys(validate.STATUSES, 0)
+    jobs = dict.fromkeys(STATUSES, 0)
+    subs = dict.fromkeys(STATUSES, 0)
     types = {}
     for r in rows:
         jobs[r["status"]] = jobs.get(r["status"], 0) + 1
@@ -354,7 +355,7 @@ def _usage(value):
     return out or None
 
 
-def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None,
+def dispatch_job(job_id, model=DEFAULT_MODEL, files=None, timeout=None, session_id=None, executor=HOST, db=None,
                  runner=None) -> dict:
     """Mark every pending sub-task running, each with its own worker identity
     and deadline, and return one background ``Agent`` call per sub-task:
@@ -372,7 +373,7 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     }
 
 
-def start_subtasks(job_id, executor, model="haiku", timeout=None, runner=None, db=None) -> list:
+def start_subtasks(job_id, executor, model=DEFAULT_MODEL, timeout=None, runner=None, db=None) -> list:
     """What ``dispatch_job`` does for a headless runner: the sub-tasks it started
     (``sub_task_id, agent_id, label, query, deadline``, ...) instead of ``Agent`` calls.
     ``agent_id`` is each worker's credential (report with it), ``label`` its public identity."""

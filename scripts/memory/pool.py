@@ -19,13 +19,14 @@ from . import state, validate
 from .clock import iso, now as _now
 from .errors import BrainError, InvalidInput
 from .jobs import housekeep, mutate, store_for
+from .vocabulary import DEFAULT_MODEL, HOST
 
 _POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 def pool_name(value) -> str:
     """An executor name as a pool name: letters, digits and ``_ . : -``, at most 64."""
-    if not isinstance(value, str) or not _POOL.fullmatch(value) or value == "host":
+    if not isinstance(value, str) or not _POOL.fullmatch(value) or value == HOST:
         raise InvalidInput(
             f"invalid worker pool {validate.printable(value)}: name the executor the workers run, "
             "e.g. --executor grep (host is the Claude Code Agent tool, not a pool)"
@@ -33,7 +34,7 @@ def pool_name(value) -> str:
     return value
 
 
-def queue_job(job_id, executor, model="haiku", files=None, timeout=None, allow_shell=False, db=None) -> dict:
+def queue_job(job_id, executor, model=DEFAULT_MODEL, files=None, timeout=None, allow_shell=False, db=None) -> dict:
     """Queue every pending sub-task of ``job_id`` for ``brain worker --executor EXECUTOR``.
 
     Returns ``{"job_id", "pool", "sub_tasks": [ids]}`` at once; workers
@@ -112,7 +113,7 @@ def _claim_in(tx, job_id, pool, worker, lease, now):
         claimed = {"job_id": job_id, "sub_task_id": sub["sub_task_id"], "query": sub["query"],
                    "agent_id": sub["agent_id"], "label": sub["label"], "attempt": sub["attempt"],
                    "deadline": sub["deadline"],
-                   "lease_until": sub["lease_until"], "model": order.get("model", "haiku"),
+                   "lease_until": sub["lease_until"], "model": order.get("model", DEFAULT_MODEL),
                    "files": order.get("files") or row["data"].get("files") or [],
                    "allow_shell": bool(order.get("allow_shell"))}
     if sub is not None or swept or len(row["history"]) != before:

@@ -15,6 +15,8 @@ import os
 import re
 import sys
 
+from .vocabulary import FINAL
+
 
 GLYPHS = {"pending": "○", "running": "◉", "completed": "✓", "failed": "✗"}
 COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
@@ -139,7 +141,7 @@ def subtasks(job_id, subs, colour=False, lang=None) -> str:
         lines.append(f"  {glyph} {printable(sub['sub_task_id'])}: {printable(sub['query'])}")
         if sub["status"] == "running":
             lines.append(f"      Agent: {printable(sub['agent_id'])}" + (f" ({labels['waiting']})" if idle else ""))
-        elif sub["status"] in ("completed", "failed"):
+        elif sub["status"] in FINAL:
             lines.append(f"      {labels['result']} {printable(sub['result'])}")
     return "\n".join(lines)
 

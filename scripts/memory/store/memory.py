@@ -36,11 +36,11 @@ import threading
 
 from .. import codec
 from ..errors import StoreBusy, StoreError
+from ..vocabulary import FINAL
 from . import COLUMNS, env_lock_timeout
 
 SCHEME = "memory://"
 _UNFINISHED = ("pending", "running")
-_FINISHED = ("completed", "failed")
 
 _databases = {}  # name -> _Database, while a store is open on it
 _registry = threading.Lock()
@@ -124,7 +124,7 @@ class _Transaction:
                 continue  # NULL compares with nothing in SQL
             if row["status"] in _UNFINISHED and expires <= now:
                 due.append(job_id)
-            elif row["status"] in _FINISHED and expires < cutoff and _finished_at(row) < cutoff:
+            elif row["status"] in FINAL and expires < cutoff and _finished_at(row) < cutoff:
                 purged.append(job_id)
         for job_id in purged:
             self.changes[job_id] = None

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
 from ..paths import private_dirs
-from ..validate import STATUSES
+from ..vocabulary import STATUSES
 from . import COLUMNS, JSON_COLUMNS, env_lock_timeout, layout
 from .lock import WriteLock
 
