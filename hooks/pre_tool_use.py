@@ -36,6 +36,7 @@ import os
 import re
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
+from scripts.memory.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
 
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
 MAX_COMMAND = 8192  # characters; longer commands are not read at all (a create with many --subtask fits)
@@ -77,7 +78,7 @@ def _relative_path(value: str) -> bool:
 
 # (subcommand, option): what its value must satisfy.
 VALUE_CHECKS = {
-    ("dispatch", "--executor"): lambda value: value == "host",
+    ("dispatch", "--executor"): lambda value: value == HOST,
     ("create", "--subtasks-from"): _relative_path,
     ("create", "--glob"): _relative_path,
 }
@@ -120,7 +121,7 @@ def shell_words(command):
 
 def _default_executor_is_host() -> bool:
     """True when a dispatch without --executor can only run on the host (no setting picks another)."""
-    if os.environ.get("BRAIN_EXECUTOR", "host") != "host" or os.environ.get("BRAIN_CONFIG"):
+    if os.environ.get("BRAIN_EXECUTOR", HOST) != HOST or os.environ.get("BRAIN_CONFIG"):
         return False
     return not os.path.exists(os.path.join(os.path.expanduser("~"), ".brain", "config.yaml"))
 

@@ -38,7 +38,7 @@ WRITER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from scripts.memory import jobs
     mode, db, job = sys.argv[1:4]
-    jobs._store(db)
+    jobs.store_for(db)
     os.write(1, b"ready\\n")
     if mode == "orchestrator":
         while True:

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs, validate
+from scripts.memory import jobs, vocabulary
 from scripts.memory.errors import InvalidInput, InvalidTransition, NotFound
 
 
@@ -117,7 +117,7 @@ def test_results_never_exceed_200_and_a_cut_is_visible(job, length):
     if length <= 200:
         assert sub["result"] == text
     else:
-        assert sub["result"].endswith(validate.TRUNCATION_MARK) and len(sub["result"]) == 200
+        assert sub["result"].endswith(vocabulary.TRUNCATION_MARK) and len(sub["result"]) == 200
         assert jobs.consolidate_subtask_results(job)["results"][0]["result"] == sub["result"]
 
 

@@ -268,7 +268,7 @@ def test_an_error_from_the_server_mid_transaction_rolls_back_and_the_store_goes_
     """Writes are pipelined: a statement's error arrives later than it was sent, and must
     still roll back the whole transaction and leave the connection usable."""
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
-    store = jobs._store(db)
+    store = jobs.store_for(db)
     before = store.read(job)
     with pytest.raises(InvalidInput, match="NUL"):
         with store.write() as tx:
@@ -283,7 +283,7 @@ def test_an_error_from_the_server_mid_transaction_rolls_back_and_the_store_goes_
 
 def test_a_dropped_connection_is_replaced(db):
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"])
-    store = jobs._store(db)
+    store = jobs.store_for(db)
     pid = store._conn.info.backend_pid
     import psycopg
 

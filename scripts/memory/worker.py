@@ -45,6 +45,7 @@ from . import executors, jobs, pool, render
 from .clock import epoch, now_iso
 from .errors import BrainError, InvalidInput
 from .executors.base import stop_commands
+from .vocabulary import DEFAULT_MODEL
 
 SLICE = 0.25  # seconds: the longest a wait runs before looking at the stop flag
 # The shortest settings a worker accepts. A lease is renewed every third of it, and a
@@ -104,7 +105,7 @@ class Worker:
     def _context(self, claim, deadline=None):
         files = [os.path.normpath(os.path.join(self.workdir, os.path.expanduser(f))) for f in claim.get("files", ())]
         return executors.Context(job_id=claim["job_id"], workdir=self.workdir, files=files,
-                                 model=claim.get("model", "haiku"), settings=self.settings, deadline=deadline,
+                                 model=claim.get("model", DEFAULT_MODEL), settings=self.settings, deadline=deadline,
                                  db=self.db, allow_shell=self.allow_shell and claim.get("allow_shell", False))
 
     def check(self) -> None:
