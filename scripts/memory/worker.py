@@ -125,13 +125,14 @@ class Worker:
         try:
             executor = self.cls(self._context(claim, deadline))
             executor.check()  # what this job gives it (files, the shell opt-in) may not do
-            return "completed", executor.run(claim["query"], claim)
+            answer = executor.run(claim["query"], claim)
+            return "completed", str(answer), getattr(answer, "usage", None)
         except BrainError as exc:
-            return "failed", str(exc)
+            return "failed", str(exc), None
         except executors.Failed as exc:
-            return "failed", str(exc) or "failed"
+            return "failed", str(exc) or "failed", exc.usage
         except Exception as exc:  # one sub-task's bug fails that sub-task, not the worker
-            return "failed", f"{type(exc).__name__}: {exc}"
+            return "failed", f"{type(exc).__name__}: {exc}", None
         finally:
             if executor is not None:
                 executor.close()
@@ -139,15 +140,19 @@ class Worker:
     def _work(self, claim):
         key = (claim["job_id"], claim["sub_task_id"])
         try:
-            status, result = self._execute(claim)
+            status, result, usage = self._execute(claim)
             with self._lock:
                 given_back = self.active.get(key) is not claim
             if given_back:  # released at shutdown, or left past its deadline: its report is not ours to make
                 self.log(f"job {key[0]} {key[1]}: finished after it was given back ({status}); not reported")
                 return
             try:
-                jobs.update_subtask_status(claim["job_id"], claim["sub_task_id"], status, result,
-                                           agent_id=claim["agent_id"], db=self.db)
+                # With its usage (what the executor measured it cost), as a runner reports.
+                (outcome,) = jobs.update_subtasks(claim["job_id"], [{
+                    "sub_task_id": claim["sub_task_id"], "status": status, "result": result,
+                    "agent_id": claim["agent_id"], "usage": usage}], db=self.db)
+                if isinstance(outcome, Exception):
+                    raise outcome
             except Exception as exc:  # refused, a store error, or a row that cannot be read
                 self.counts["not_stored"] += 1
                 self.log(f"job {key[0]} {key[1]}: report not stored: {pool.describe(exc)}")
