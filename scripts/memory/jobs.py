@@ -154,6 +154,7 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
         raise InvalidInput(f"unknown job type {validate.printable(job_type)}: use normal or distributed_search")
     if "prompt" in data:
         validate.prompt(data["prompt"])
+    validate.files(data.get("files"))
     queries = validate.subtasks(subtasks) if job_type == state.DISTRIBUTED else []
     if job_type == state.NORMAL and subtasks:
         raise InvalidInput("sub-tasks need a distributed job (brain job create --distributed)")
@@ -359,9 +360,12 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     place it appears, so only the orchestrator should read it.
     ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
-    files = [validate.query(str(f)) for f in files] if files else None
+    # Checked before anything changes: the files go into every prompt.
+    if files:
+        files = [validate.query(str(f)) for f in files]
+    else:
+        files = validate.files(get_job(job_id, db)["data"].get("files"))
     row, started = _start(job_id, model, timeout, session_id, executor, runner, db)
-    files = files or row["data"].get("files") or []
     return {
         "job_id": row["job_id"],
         "agent_calls": [prompts.agent_call(row["job_id"], sub, files, model) for sub in started],
