@@ -129,6 +129,25 @@ def test_a_stored_job_whose_files_are_not_paths_is_not_dispatched(brain, files):
     assert store_snapshot() == before
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "9" * 23, "\u0661\u0662", "-1", "1e3", ""],
+                         ids=["superscript two", "5,000 digits", "23 digits", "Arabic-Indic digits", "negative",
+                              "exponent", "empty"])
+def test_a_bad_retention_is_one_line(brain, value):
+    """``BRAIN_RETENTION`` of a superscript digit or too many digits was a traceback (int() or the clock)."""
+    before = store_snapshot()
+    proc = brain("job", "create", "--ttl", "60", "--prompt", "p", env={"BRAIN_RETENTION": value})
+    if value == "":  # empty is unset, as for the other settings: the default
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("brain: error: BRAIN_RETENTION=") and proc.stderr.count("\n") == 1, proc.stderr
+    assert store_snapshot() == before
+
+
+def test_the_longest_retention_purges_nothing(brain):
+    brain.ok("job", "create", "--ttl", "60", "--prompt", "p", env={"BRAIN_RETENTION": "9999999999"})
+
+
 def test_query_of_exactly_500_is_accepted_and_never_cut(brain):
     q = "x" * 500
     row = brain.json("job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", q)

@@ -47,9 +47,12 @@ def close_stores() -> None:
 
 
 def _retention() -> int:
-    raw = os.environ.get("BRAIN_RETENTION", str(DEFAULT_RETENTION))
-    if not raw.isdigit():
-        raise InvalidInput(f"BRAIN_RETENTION={raw!r} is not a whole number of seconds")
+    """``BRAIN_RETENTION``: ASCII digits, at most ten (``isdigit`` alone lets ``²`` and 5,000-digit
+    numbers through to ``int``, and a purge time before year 1 through to the clock)."""
+    raw = os.environ.get("BRAIN_RETENTION") or str(DEFAULT_RETENTION)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        raise InvalidInput(f"BRAIN_RETENTION={validate.printable(raw)} is not a whole number of seconds "
+                           f"from 0 to {10 ** 10 - 1}")
     return int(raw)
 
 
@@ -68,7 +71,7 @@ def _housekeep(tx, now, db, always=False) -> dict:
         clock.check_leap(now, tx.newest())
     _housekept[target] = now
     expired = 0
-    due, purged = tx.housekeeping(iso(now), iso(now - _retention()))
+    due, purged = tx.housekeeping(iso(now), iso(max(0.0, now - _retention())))
     for job_id in due:
         try:
             row = tx.get(job_id)
