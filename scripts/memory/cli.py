@@ -319,16 +319,22 @@ def _fast_args(argv):
 
 
 _SUBTASK_OPTION = tuple("--subtask"[:n] for n in range(4, 10))  # --subtask and its abbreviations
+OTHER_OPTIONS = 100  # options a command line may have besides its --subtask ones
 
 
-def _refuse_too_many_subtasks(argv) -> None:
-    """Count ``--subtask`` before argparse parses them: its time grows with the square of the
-    number of options (six seconds for 10,000), so a refusal must not wait for it."""
+def _refuse_too_many_options(argv) -> None:
+    """Count ``--subtask`` and every other option before argparse parses them: its time grows
+    with the square of the number of options, whichever they are (six seconds for 10,000,
+    half a minute for 20,000 ``--file``), so a refusal must not wait for it."""
     from .validate import MAX_SUBTASKS
 
     count = sum(1 for arg in argv if arg.split("=", 1)[0] in _SUBTASK_OPTION)
     if count > MAX_SUBTASKS:
         raise InvalidInput(f"{count} sub-tasks; the limit is {MAX_SUBTASKS}")
+    options = sum(1 for arg in argv if arg.startswith("-"))
+    if options > MAX_SUBTASKS + OTHER_OPTIONS:
+        raise InvalidInput(f"{options} options; the limit is {MAX_SUBTASKS + OTHER_OPTIONS} "
+                           f"({MAX_SUBTASKS} --subtask and {OTHER_OPTIONS} others): use --subtasks-from for long lists")
 
 
 def main(argv=None) -> int:
@@ -337,7 +343,7 @@ def main(argv=None) -> int:
     try:
         args = _fast_args(argv)
         if args is None:
-            _refuse_too_many_subtasks(argv)
+            _refuse_too_many_options(argv)
             args = build_parser().parse_args(argv)
             args.db = getattr(args, "db", None)  # --db may stand before or after the command
         args.func(args)
