@@ -148,6 +148,34 @@ def test_the_longest_retention_purges_nothing(brain):
     brain.ok("job", "create", "--ttl", "60", "--prompt", "p", env={"BRAIN_RETENTION": "9999999999"})
 
 
+BROKEN_ROWS = ["numbers instead of sub-tasks", "an object instead of a list", "not JSON", "a history of numbers",
+               "a float beyond any float in data"]
+
+
+@pytest.mark.parametrize("content", BROKEN_ROWS)
+def test_a_row_another_program_broke_is_one_line_not_a_traceback(brain, db, backend, content):
+    """Every read met such a row with a traceback (``TypeError``, ``ValueError``), ``list`` and
+    ``stats`` for every job in the store."""
+    from tests.test_worker import HOSTILE, write_with_sql
+
+    if content == "not JSON" and backend == "postgres":
+        pytest.skip("a jsonb column holds only JSON")
+    bad = jobs.create_job_with_subtasks(600, {"prompt": "bad"}, ["q"])
+    if content in HOSTILE:
+        column, spoil = HOSTILE[content]
+        write_with_sql(db, bad, column, spoil(jobs.get_job(bad)["sub_tasks"]))
+    else:
+        write_with_sql(db, bad, "data", '{"n": 1e400}')
+    for argv in (["list"], ["list", "--all", "--json"], ["stats"], ["cleanup"], ["get", bad], ["subtasks", bad],
+                 ["consolidate", bad, "--json"], ["history", bad]):
+        proc = brain("job", *argv)
+        assert "Traceback" not in proc.stderr, (argv, proc.stderr)
+        assert proc.returncode == 0 or (proc.returncode == 1 and proc.stderr.startswith("brain: error: ")
+                                         and proc.stderr.count("\n") == 1), (argv, proc.stderr)
+    if brain("job", "get", bad).returncode:
+        assert "Traceback" in brain("job", "get", bad, env={"BRAIN_DEBUG": "1"}).stderr  # where, for whoever asks
+
+
 def test_query_of_exactly_500_is_accepted_and_never_cut(brain):
     q = "x" * 500
     row = brain.json("job", "create", "--distributed", "--ttl", "60", "--prompt", "p", "--subtask", q)

@@ -2,11 +2,11 @@
 
 Data goes to stdout, errors and hints to stderr. Exit codes, decided in
 ``main`` only: 0 success, 1 operational error (not found, expired, invalid
-transition, refused report, store busy or broken), 2 usage or invalid input,
-130 Ctrl-C. Every error is one line on stderr; ``BRAIN_DEBUG=1`` adds the
-traceback. The one other way out: ``watch`` and ``wait`` end with their
-job's outcome, which is a result and not an error (1 some sub-tasks failed,
-124 the wait's timeout ran out; ``commands._leave_with``).
+transition, refused report, store busy or broken, anything unexpected), 2
+usage or invalid input, 130 Ctrl-C. Every error is one line on stderr;
+``BRAIN_DEBUG=1`` adds the traceback. The one other way out: ``watch`` and
+``wait`` end with their job's outcome, which is a result and not an error (1
+some sub-tasks failed, 124 the wait's timeout ran out; ``commands._leave_with``).
 """
 
 import os
@@ -356,4 +356,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as exc:  # not ours to expect: a job row another program wrote, or a bug
+        if os.environ.get("BRAIN_DEBUG"):
+            raise
+        what = " ".join(render.printable(exc).split())[:200]
+        print(f"brain: error: unexpected {type(exc).__name__}" + (f": {what}" if what else "") +
+              " (a job another program wrote may be unreadable; BRAIN_DEBUG=1 shows where)", file=sys.stderr)
         return 1
