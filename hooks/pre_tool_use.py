@@ -34,6 +34,7 @@ or a file named ``no-auto-approve`` in the plugin data directory.
 
 import os
 import re
+import stat
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
 from scripts.memory.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
@@ -71,15 +72,36 @@ COMMANDS = {
 }
 
 
-def _relative_path(value: str) -> bool:
+def _relative_path(value: str, cwd=None) -> bool:
     """A path or pattern under the working directory: not absolute, no ``~``, no ``..``, not stdin."""
     return value not in ("", "-") and value[0] not in "/~" and ".." not in value.split("/")
 
 
-# (subcommand, option): what its value must satisfy.
+def _file_inside(value: str, cwd) -> bool:
+    """A relative path (``_relative_path``) that names, now, a regular file inside ``cwd``.
+
+    ``create --subtasks-from`` stores the file's lines, which every read
+    then shows: a symlink out of the working directory (``~/.ssh/id_rsa``),
+    a FIFO (it would block) or a device (``/dev/stdin``, ``/dev/zero``) is
+    left to the person. A file swapped in between this look and the
+    command is not caught: that needs something already running here.
+    """
+    if not (_relative_path(value) and isinstance(cwd, str) and os.path.isabs(cwd)):
+        return False
+    root = os.path.realpath(cwd)
+    real = os.path.realpath(os.path.join(root, value))
+    if os.path.commonpath([root, real]) != root:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(real).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+# (subcommand, option): what its value must satisfy, given the command's working directory.
 VALUE_CHECKS = {
-    ("dispatch", "--executor"): lambda value: value == HOST,
-    ("create", "--subtasks-from"): _relative_path,
+    ("dispatch", "--executor"): lambda value, cwd: value == HOST,
+    ("create", "--subtasks-from"): _file_inside,
     ("create", "--glob"): _relative_path,
 }
 
@@ -126,13 +148,14 @@ def _default_executor_is_host() -> bool:
     return not os.path.exists(os.path.join(os.path.expanduser("~"), ".brain", "config.yaml"))
 
 
-def approved_subcommand(argv):
+def approved_subcommand(argv, cwd=None):
     """The subcommand when ``argv`` is one of the approved ``brain job`` commands, else None.
 
     Every word starting with ``-`` must be an allowed option by its exact
     name (``--opt`` or ``--opt=value``; no abbreviation, no ``--``); an
     option's separate value must not start with ``-``; the positional count
-    must be the subcommand's.
+    must be the subcommand's. ``cwd`` is the directory the command runs in
+    (the payload's ``cwd``), for the values that name files.
     """
     if len(argv) < 3 or argv[0] not in ("brain", OWN_BIN) or argv[1] != "job" or argv[2] not in COMMANDS:
         return None
@@ -153,7 +176,7 @@ def approved_subcommand(argv):
             if value.startswith("-"):
                 return None
         check = VALUE_CHECKS.get((subcommand, name))
-        if check is not None and not check(value):
+        if check is not None and not check(value, cwd):
             return None
         seen.add(name)
     if count != positionals:
@@ -163,10 +186,10 @@ def approved_subcommand(argv):
     return subcommand
 
 
-def is_approved(command) -> bool:
-    """True when ``command`` is exactly one approved brain job command and nothing more."""
+def is_approved(command, cwd=None) -> bool:
+    """True when ``command``, run in ``cwd``, is exactly one approved brain job command and nothing more."""
     words = shell_words(command)
-    return words is not None and approved_subcommand(words) is not None
+    return words is not None and approved_subcommand(words, cwd) is not None
 
 
 def turned_off() -> bool:
@@ -209,7 +232,7 @@ def handle(payload: dict):
         return _allow("a worker launch that brain job dispatch issued") if launched else None
     command = tool_input.get("command")
     words = shell_words(command)
-    subcommand = approved_subcommand(words) if words is not None else None
+    subcommand = approved_subcommand(words, payload.get("cwd")) if words is not None else None
     shown = command[:1000] if isinstance(command, str) else command
     debug(f"pre_tool_use: {'allow' if subcommand else 'pass'} {shown!r} agent={payload.get('agent_id')}")
     if subcommand is None:

@@ -66,8 +66,6 @@ APPROVED = [
     'brain job create --distributed --ttl 300 --prompt "Validate endpoints" --subtask "GET /health" --subtask "POST /auth"',
     "brain job create --distributed --ttl 300 --prompt 'Find TODOs' --file src/api.py --file=src/ --skills search --json",
     "brain job create -q --ttl 60 --prompt x --data '{\"k\": [1, 2]}'",
-    "brain job create --quiet --ttl 60 --prompt x --subtasks-from subtasks.txt",
-    "brain job create --ttl 60 --prompt x --subtasks-from=lists/a.b.txt",
     "brain job create --ttl 60 --prompt x --glob 'src/**/*.py' --query 'TODO in {file}'",
     "brain job dispatch abc123 --json",
     "brain job dispatch abc123 --executor host --json",
@@ -432,6 +430,36 @@ def test_auto_approval_can_be_turned_off_with_a_file_in_the_data_dir(data):
     assert host_hook(report) == allowed("update")
     (data / "no-auto-approve").write_text("")
     assert host_hook(report) is None
+
+
+def test_subtasks_from_is_approved_only_for_a_regular_file_inside_the_working_directory(data, tmp_path):
+    """``create --subtasks-from`` stores the file's lines, which ``subtasks`` then shows: a relative
+    name that leads out (a symlink to a secret), blocks (a FIFO) or streams (a device) is not approved."""
+    project, outside = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "lists").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "id_rsa").write_text("SECRET\n")
+    (project / "subtasks.txt").write_text("GET /a\n")
+    (project / "lists" / "a.b.txt").write_text("GET /b\n")
+    os.symlink("subtasks.txt", project / "inside.txt")
+    os.symlink(outside / "id_rsa", project / "urls.txt")
+    os.symlink("../elsewhere/id_rsa", project / "relative.txt")
+    os.symlink(outside, project / "away")
+    os.symlink("/dev/stdin", project / "stdin.txt")
+    os.symlink("/dev/zero", project / "zero.txt")
+    os.symlink("missing.txt", project / "dangling.txt")
+    os.mkfifo(project / "fifo.txt")
+    create = "brain job create --quiet --ttl 60 --prompt x --subtasks-from"
+    for name in ("subtasks.txt", "=lists/a.b.txt", "inside.txt", "./subtasks.txt"):
+        command = f"{create}{name}" if name.startswith("=") else f"{create} {name}"
+        assert host_hook(payload(command, cwd=str(project))) == allowed("create"), name
+    for name in ("urls.txt", "relative.txt", "away/id_rsa", "stdin.txt", "zero.txt", "fifo.txt", "dangling.txt",
+                 "missing.txt", "lists", "."):
+        assert host_hook(payload(f"{create} {name}", cwd=str(project))) is None, name
+    # Without a working directory to look in, nothing that names a file is approved.
+    assert host_hook(payload(f"{create} subtasks.txt", cwd=None)) is None
+    assert pre_tool_use.is_approved(f"{create} subtasks.txt") is False
+    assert pre_tool_use.is_approved(f"{create} subtasks.txt", str(project)) is True
 
 
 def test_dispatch_without_executor_is_approved_only_when_nothing_picks_another(data, monkeypatch, tmp_path):

@@ -71,6 +71,13 @@ def test_a_refused_line_refuses_the_job_and_names_the_line(tmp_path, db):
     assert store_snapshot(db) == before
 
 
+def test_an_endless_line_is_refused_without_reading_it_to_its_end(db):
+    """/dev/zero is one line without end: it once kept create reading for ever. The timeout
+    of ``create`` only fails the test when it hangs."""
+    refused(create("--subtasks-from", "/dev/zero"), "line 1 of /dev/zero: sub-task query is over 500")
+    assert store_snapshot(db) == []
+
+
 def test_the_cap_stops_reading_at_the_first_line_too_many(db):
     # A bad line after the limit is never read: the count refuses first.
     text = "q\n" * validate.MAX_SUBTASKS + "one too many\n" + "\x07\n"

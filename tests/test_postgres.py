@@ -165,6 +165,35 @@ def test_an_unreachable_server_is_one_clear_line_without_the_password(brain):
     assert len(proc.stderr.strip().splitlines()) == 1  # brain() bounds the wait: no retry loop hangs
 
 
+@pytest.mark.parametrize("url, why", [
+    ("postgresql://brain:s3c ret@127.0.0.1:1/jobs", 'unexpected spaces found in "***"'),
+    ("postgresql://brain:s3%zzcret@127.0.0.1:1/jobs", "invalid percent-encoded token"),
+    ("postgresql://brain:s3cret@127.0.0.1:1/jobs?bogus=1", 'invalid URI query parameter: "bogus"'),
+    ("postgresql://brain:s3cret@127.0.0.1:1/jobs\udcff", "not valid UTF-8"),
+], ids=["space", "percent", "parameter", "not UTF-8"])
+def test_a_url_libpq_cannot_read_is_one_line_without_the_password(brain, url, why):
+    """These were tracebacks of psycopg's (ProgrammingError, UnicodeEncodeError), one quoting the password."""
+    proc = brain("job", "list", "--database-url", url)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"brain: error: invalid PostgreSQL URL ({why}") and proc.stderr.count("\n") == 1
+    assert "s3c" not in proc.stderr
+
+
+def test_a_unix_socket_url_reaches_the_server(pg, db):
+    """postgresql:///DB?host=/socket/dir: urlunsplit dropped its empty host, and libpq could not read the rest."""
+    from urllib.parse import urlsplit
+
+    directory = pg.execute("SHOW unix_socket_directories").fetchone()[0].split(",")[0].strip()
+    if not directory or not os.path.exists(os.path.join(directory, f".s.PGSQL.{pg.info.port}")):
+        pytest.skip("the server has no Unix socket here")
+    parts = urlsplit(PG_URL)
+    _, schema = split_url(db)
+    url = f"postgresql://{parts.path}?host={directory}&port={pg.info.port}&user={parts.username}&schema={schema}"
+    job = jobs.create_job(60, {"prompt": "p"}, db=db)
+    assert split_url(url)[0].startswith("postgresql:///")
+    assert [r["job_id"] for r in jobs.list_jobs(db=url)] == [job]
+
+
 def test_a_bad_schema_name_is_invalid_input(brain):
     proc = brain("job", "list", "--database-url", "postgresql://postgres@127.0.0.1/test?schema=a;drop")
     assert proc.returncode == 2 and "invalid PostgreSQL schema name" in proc.stderr

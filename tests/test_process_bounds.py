@@ -169,3 +169,54 @@ def test_a_killed_worker_takes_its_commands_and_their_grandchildren_with_it(comm
         assert worker.returncode == 0, log.read_text()
         assert [s["status"] for s in subs] == ["pending", "pending"]
         assert "SIGTERM: releasing 2 sub-task(s), 2 command(s) killed" in log.read_text()
+
+
+def test_a_runner_killed_with_its_whole_process_group_takes_its_commands_with_it(commands, db, tmp_path):
+    """``kill -9 -- -PGID`` on the runner's group kills the runner and all that group holds at once:
+    the guards are not in it, so they live to end their commands' groups."""
+    queries, marks, late, groups = commands
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries, db=db)
+    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runner = dispatch_event(job, db)["runner"]
+    running_groups(marks, 2, groups)
+
+    os.killpg(os.getpgid(runner["pid"]), signal.SIGKILL)
+
+    wait_until(lambda: stat_of(runner["pid"]) is None, timeout=20, what="the runner to end")
+    assert_all_gone(groups, late)
+
+
+def test_a_worker_killed_with_its_whole_process_group_takes_its_commands_with_it(commands, db, tmp_path):
+    queries, marks, late, groups = commands
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries, db=db)
+    pool.queue_job(job, "shell", allow_shell=True, db=db)
+    worker = subprocess.Popen([sys.executable, str(BRAIN), "worker", "--executor", "shell", "--allow-shell",
+                               "--concurrency", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        running_groups(marks, 2, groups)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert_all_gone(groups, late)
+
+
+def test_a_guard_killed_alone_has_its_commands_killed_by_the_runner(commands, db, tmp_path):
+    """A guard cannot act on SIGKILL: the runner, seeing it killed, ends its group (whose id is the
+    guard's pid), and the sub-task fails saying so."""
+    queries, marks, late, groups = commands
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries[:1], db=db)
+    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (guard,) = running_groups(marks, 1, groups)
+
+    os.kill(guard, signal.SIGKILL)
+
+    row = wait_until(lambda: finished(job, db), timeout=20, what="the sub-task to fail")
+    assert (row["sub_tasks"][0]["status"], row["sub_tasks"][0]["result"]) == (
+        "failed", "the command stopped: its guard got signal SIGKILL")
+    assert_all_gone(groups, late)

@@ -327,6 +327,28 @@ def test_a_never_dispatched_subtask_has_no_owner_yet(db):
     jobs.update_subtask_status(job, "sub_3", "completed", "mine", agent_id="agent_a", db=db)
 
 
+def test_a_subtask_queued_for_a_pool_takes_no_report_until_a_worker_claims_it(db, brain):
+    """A queued sub-task was pending with no owner, so any worker could complete it with any id
+    (and the plugin approves such a report): only the claim's credential reports now."""
+    from scripts.memory import pool
+
+    job = new_job(db, n=2)
+    brain.ok("job", "dispatch", job, "--executor", "grep", "--pool", "--file", "src/")
+    before = store_snapshot(db)
+    for agent in (["--agent-id", "evil"], ["--agent-id", "0" * 32], []):
+        for status in ("completed", "failed", "running"):
+            error = one_line_error(brain("job", "update", job, "sub_1", "--status", status, "--result", "forged",
+                                         *agent))
+            assert "sub_1 is queued for the grep worker pool" in error
+    assert store_snapshot(db) == before
+    claim = pool.claim("grep", "test:1", 30, db=db)
+    brain.ok("job", "update", job, claim["sub_task_id"], "--status", "completed", "--result", "ok",
+             "--agent-id", claim["agent_id"])
+    brain.ok("job", "update", job, "sub_2", "--status", "completed", "--result", "by hand", "--force")
+    assert [(s["status"], s["result"]) for s in raw(job, db)["sub_tasks"]] == [("completed", "ok"),
+                                                                               ("completed", "by hand")]
+
+
 def test_force_overrides_ownership_and_history_says_so(db, fake_clock, brain):
     job = new_job(db, n=2)
     ids = agents(jobs.dispatch_job(job, timeout=10, db=db))

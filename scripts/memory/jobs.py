@@ -52,9 +52,12 @@ def close_stores() -> None:
 
 
 def _retention() -> int:
-    raw = os.environ.get("BRAIN_RETENTION", str(DEFAULT_RETENTION))
-    if not raw.isdigit():
-        raise InvalidInput(f"BRAIN_RETENTION={raw!r} is not a whole number of seconds")
+    """``BRAIN_RETENTION``: ASCII digits, at most ten (``isdigit`` alone lets ``²`` and 5,000-digit
+    numbers through to ``int``, and a purge time before year 1 through to the clock)."""
+    raw = os.environ.get("BRAIN_RETENTION") or str(DEFAULT_RETENTION)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        raise InvalidInput(f"BRAIN_RETENTION={validate.printable(raw)} is not a whole number of seconds "
+                           f"from 0 to {10 ** 10 - 1}")
     return int(raw)
 
 
@@ -73,7 +76,7 @@ def housekeep(tx, now, db, always=False) -> dict:
         clock.check_leap(now, tx.newest())
     _housekept[target] = now
     expired = 0
-    due, purged = tx.housekeeping(iso(now), iso(now - _retention()))
+    due, purged = tx.housekeeping(iso(now), iso(max(0.0, now - _retention())))
     for job_id in due:
         try:
             row = tx.get(job_id)
@@ -159,6 +162,7 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
         raise InvalidInput(f"unknown job type {validate.printable(job_type)}: use normal or distributed_search")
     if "prompt" in data:
         validate.prompt(data["prompt"])
+    validate.files(data.get("files"))
     queries = validate.subtasks(subtasks) if job_type == state.DISTRIBUTED else []
     if job_type == state.NORMAL and subtasks:
         raise InvalidInput("sub-tasks need a distributed job (brain job create --distributed)")
@@ -386,9 +390,12 @@ def dispatch_job(job_id, model=DEFAULT_MODEL, files=None, timeout=None, session_
     place it appears, so only the orchestrator should read it.
     ``runner`` (``{"pid", "log"}``) records a headless runner in the history.
     """
-    files = [validate.query(str(f)) for f in files] if files else None
+    # Checked before anything changes: the files go into every prompt.
+    if files:
+        files = [validate.query(str(f)) for f in files]
+    else:
+        files = validate.files(get_job(job_id, db)["data"].get("files"))
     row, started = _start(job_id, model, timeout, session_id, executor, runner, db)
-    files = files or row["data"].get("files") or []
     return {
         "job_id": row["job_id"],
         "agent_calls": [prompts.agent_call(row["job_id"], sub, files, model) for sub in started],

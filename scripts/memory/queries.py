@@ -61,7 +61,9 @@ def _queries(lines, source, limit) -> list:
 
 def _bounded_lines(stream):
     """``(line, cut)`` for each line of ``stream``, holding no more of a line than one query may
-    have: a longer line is read on in chunks and given as ``("", True)``, or as a blank line."""
+    have: a longer line is given as ``("", True)`` as soon as it shows a character that is not
+    blank (it is refused, so the rest is never read: ``/dev/zero`` is one endless line), or,
+    read on in chunks to its end while it is all blanks, as a blank line."""
     cap = validate.MAX_QUERY + 2  # a whole query, its "\n", and one more to tell it is too long
     while True:
         line = stream.readline(cap)
@@ -71,11 +73,11 @@ def _bounded_lines(stream):
             yield line, False
             continue
         blank = not line.strip()
-        while not line.endswith("\n"):
+        while blank and not line.endswith("\n"):
             line = stream.readline(65536)
             if not line:
                 break
-            blank = blank and not line.strip()
+            blank = not line.strip()
         yield "", not blank
 
 

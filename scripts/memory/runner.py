@@ -81,7 +81,7 @@ def _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
     target = db or default_target()
     workdir = os.path.realpath(workdir or os.getcwd())
     row = jobs.get_job(job_id, db=target)
-    files = [validate.query(str(f)) for f in (files or row["data"].get("files") or [])]
+    files = [validate.query(str(f)) for f in files] if files else validate.files(row["data"].get("files"))
     ctx = _context(job_id, executor, model, settings, files, workdir, allow_shell, target)
     executors.create(executor, ctx).check()
     return {"job_id": job_id, "executor": executor, "model": model, "settings": settings, "files": files,

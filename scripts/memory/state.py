@@ -393,7 +393,9 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
 
     Ownership: once a sub-task has an owner, only the owner may report: the
     credential dispatch or a claim issued (see ``_owns``), or the id of the
-    first reporter that claimed an undispatched sub-task as running. A
+    first reporter that claimed an undispatched sub-task as running. One
+    queued for a worker pool has no owner yet, and takes no report until a
+    worker claims it. A
     public label or a linked host agent id is not enough. ``force``
     overrides, and the history says so. A superseded attempt's credential is
     refused with a history event; any other stranger is refused unrecorded,
@@ -420,6 +422,13 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
             raise Refusal(
                 f"report refused: {agent_id} belongs to a superseded attempt of {sub_task_id} "
                 f"(now attempt {sub['attempt']}); the newer attempt was kept"
+            )
+        if sub.get("pool") and sub["status"] == "pending":
+            # Queued for a pool: its worker will be the one that claims it, with a credential.
+            raise Refusal(
+                f"report refused: {sub_task_id} is queued for the {sub['pool']} worker pool; only the "
+                "worker that claims it reports, with the credential of its claim (a person may override "
+                "with --force)"
             )
         if sub["agent_id"] is not None and agent_id is None:
             raise Refusal(

@@ -130,6 +130,16 @@ def tools_required(values) -> list:
     return [_text(v, "tool name", MAX_TOOL_NAME, invisible()) for v in values]
 
 
+def files(values) -> list:
+    """The files a job's workers search (``--file``, ``data.files``): a list of paths, each one line
+    of visible text of 1 to 500 characters (a query's rules: a path goes into a worker's prompt)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, list):
+        raise InvalidInput('data.files must be a list of paths, e.g. {"files": ["src/"]}')
+    return [_text(v, "file path", MAX_QUERY, invisible()) for v in values]
+
+
 def subtasks(values) -> list:
     """A non-empty list of valid queries."""
     if isinstance(values, str) or not isinstance(values, (list, tuple)):

@@ -134,6 +134,7 @@ _GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.
 # Seconds ``run_bounded`` waits past a command's timeout before it kills the group itself:
 # the guard kills it at the timeout, so this only matters when the guard cannot act.
 GUARD_SLACK = 5.0
+GUARD_POLL = 0.5  # seconds between two looks at a running command's guard (see _communicate)
 
 
 def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **popen) -> tuple:
@@ -157,7 +158,7 @@ def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **po
         _running[proc] = None
     try:
         try:
-            out, err = proc.communicate(timeout=timeout + GUARD_SLACK)
+            out, err = _communicate(proc, timeout + GUARD_SLACK)
         except BaseException as exc:  # the guard did not end it in time, or this thread is interrupted
             _kill_group(proc.pid)
             proc.kill()
@@ -168,6 +169,8 @@ def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **po
     finally:
         with _running_lock:
             reason = _running.pop(proc, None)
+    if proc.returncode < 0:
+        _kill_group(proc.pid)  # a guard killed from outside could not end its group (see _communicate)
     if reason is not None:
         raise Failed(f"{what} stopped: {reason}")
     if proc.returncode == -signal.SIGALRM:
@@ -215,6 +218,23 @@ def _kill_group(pgid) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is already empty
+
+
+def _communicate(proc, limit: float) -> tuple:
+    """``proc.communicate()`` within ``limit`` seconds (``TimeoutExpired`` after), looking at the
+    guard every ``GUARD_POLL`` seconds: a guard killed from outside (SIGKILL) cannot end its group,
+    whose processes would hold the pipes open and work on, so its group is killed here and then."""
+    import subprocess
+
+    end = time.monotonic() + limit
+    while True:
+        try:
+            return proc.communicate(timeout=max(0.0, min(GUARD_POLL, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if proc.poll() is not None and proc.returncode < 0:
+                _kill_group(proc.pid)
+            if time.monotonic() >= end:
+                raise
 
 
 def _drain(proc) -> tuple:

@@ -6,10 +6,14 @@
 only, so a bare ``python -I -S`` that imports it starts fast) instead of
 the command itself.
 The guard runs the command in a process group of its own, ``P``, whose id
-is the guard's pid (the runner knows it without asking), and then steps
-back into its parent's group, so that killing ``P`` kills the command and
-everything it started (``sh -c 'sleep 300 &'`` included) but not the guard.
-The guard kills ``P``, with SIGKILL, when the first of these happens:
+is the guard's pid (the runner knows it without asking), and stays in ``P``
+while the command runs, so that a signal to its runner's group (``kill -9
+-- -PGID``: the runner and the guards beside it would die at once, and
+nobody would be left to end ``P``) does not reach it. To end the command
+it steps back into its parent's group and kills ``P``, which kills the
+command and everything it started (``sh -c 'sleep 300 &'`` included) but
+not the guard. The guard kills ``P``, with SIGKILL, when the first of
+these happens:
 
 - the command exits: what it left running in the background is part of
   the sub-task, and the sub-task is over; the guard then exits with the
@@ -21,19 +25,19 @@ The guard kills ``P``, with SIGKILL, when the first of these happens:
   seconds that its parent pid changed;
 - it gets SIGTERM or SIGHUP (the runner stopping): it exits by SIGTERM.
 
-SIGINT is ignored: the guard shares its parent's group, so a Ctrl-C at the
-terminal of a foreground ``brain worker`` reaches it, and the worker, not
-the guard, decides what a Ctrl-C means (finish within the grace period).
+SIGINT is ignored: the worker, not the guard, decides what a Ctrl-C means
+(finish within the grace period).
 
 The parent-death signal is tied to the *thread* that started the guard,
 not to the process: Linux sends it when that thread exits. ``run_bounded``
 waits for the guard in the thread that started it, so that thread outlives
 the command unless the whole process dies, which is the case to catch.
 
-What a guard cannot stop: a process that leaves ``P`` on purpose
-(``setsid``, a daemon's double fork) escapes the group kill; and if the
-guard itself is killed with SIGKILL, only the command (its direct child,
-which gets SIGKILL as its own parent-death signal on Linux) dies with it.
+A guard killed from outside with SIGKILL (it alone, or ``P`` with it)
+cannot act: its runner ends ``P`` when it sees its guard killed
+(``base.run_bounded``). What a guard cannot stop: a process that leaves
+``P`` on purpose (``setsid``, a daemon's double fork) escapes the group
+kill.
 """
 
 import os
@@ -89,6 +93,17 @@ def _kill_group(pgid) -> None:
         pass  # nothing left in the group
 
 
+def _end_group(home) -> None:
+    """Kill ``P`` from outside it: step back into the parent's group ``home`` first, so that the
+    guard lives on to say how the command ended. When that group is gone, so is the parent,
+    and nobody waits for the guard: it dies with ``P``."""
+    try:
+        os.setpgid(0, home)
+    except OSError:
+        pass
+    _kill_group(os.getpid())
+
+
 def _status(wait_status) -> int:
     if os.WIFSIGNALED(wait_status):
         return 128 + os.WTERMSIG(wait_status)
@@ -116,29 +131,24 @@ def main(argv) -> int:
     if os.getppid() != parent:
         return 125  # the parent died before it could be watched: run nothing
     home = os.getpgrp()
-    os.setpgid(0, 0)  # P: a group whose id is this pid
+    os.setpgid(0, 0)  # P: a group whose id is this pid; the guard stays in it while the command runs
     child = _spawn(command)
     try:
-        os.setpgid(0, home)  # out of P, back beside the parent
-    except OSError:
-        _kill_group(os.getpid())  # the parent's group is gone, so is the parent (this kills the guard too)
-        return 125
-    try:
-        return _watch(child, parent, end, wake_r, notified)
+        return _watch(child, parent, end, wake_r, notified, home)
     finally:
-        _kill_group(os.getpid())
+        _end_group(home)
 
 
-def _watch(child, parent, end, wake_r, notified) -> int:
+def _watch(child, parent, end, wake_r, notified, home) -> int:
     """Wait for the first end (see the module doc); return the exit status, or die by the signal that says why."""
     while True:
         done, wait_status = os.waitpid(child, os.WNOHANG)
         if done:
-            _kill_group(os.getpid())  # what it left in the background
+            _end_group(home)  # what it left in the background
             return _status(wait_status)
         left = end - time.monotonic()
         if left <= 0:
-            _kill_group(os.getpid())
+            _end_group(home)
             os.waitpid(child, 0)
             _die_by(signal.SIGALRM)
         if os.getppid() != parent:
@@ -151,7 +161,7 @@ def _watch(child, parent, end, wake_r, notified) -> int:
                 got = b""
             stop = signal.SIGTERM in got or signal.SIGHUP in got
         if stop:
-            _kill_group(os.getpid())
+            _end_group(home)
             os.waitpid(child, 0)
             _die_by(signal.SIGTERM)
 

@@ -180,7 +180,11 @@ def split_url(url: str):
         raise InvalidInput(
             f"invalid PostgreSQL schema name {schema!r}: use letters, digits and _ (at most 63, not starting with a digit)"
         )
-    return urlunsplit(parts._replace(query=urlencode(rest))), schema
+    rebuilt = urlunsplit(parts._replace(query=urlencode(rest)))
+    if not parts.netloc and url.startswith(f"{parts.scheme}://"):
+        # urlunsplit drops the empty host of postgresql:///db (a Unix socket), which libpq then cannot read.
+        rebuilt = f"{parts.scheme}://{rebuilt[len(parts.scheme) + 1:]}"
+    return rebuilt, schema
 
 
 def _where(url: str) -> str:
@@ -340,7 +344,7 @@ class PostgresStore:
                    "-c TimeZone=UTC"]
         if self._requested_schema:
             options.append(f"-c search_path={self._requested_schema}")
-        info = self._psycopg.conninfo.conninfo_to_dict(self.url)
+        info = _conninfo(self._psycopg, self.url)
         if info.get("options"):
             options.insert(0, info["options"])
         info["options"] = " ".join(options)
@@ -509,6 +513,22 @@ class PostgresStore:
             if conn is not None:
                 conn.close()
         self._conn = self._listener = None
+
+
+def _conninfo(psycopg, url) -> dict:
+    """libpq's reading of ``url``; ``InvalidInput`` when it cannot read it (a bad %-escape, a
+    space, an unknown parameter, bytes that are not UTF-8), its message without the password."""
+    try:
+        return psycopg.conninfo.conninfo_to_dict(url)
+    except (psycopg.Error, UnicodeError) as exc:
+        why = "not valid UTF-8" if isinstance(exc, UnicodeError) else _first_line(exc)
+        password = urlsplit(url).password
+        if password:  # libpq quotes the part it could not read, which may be the password
+            why = re.sub(r'"[^"]*"', lambda m: '"***"' if password in m.group() else m.group(), why)
+            if password in why:
+                why = "libpq cannot read it"
+        raise InvalidInput(f"invalid PostgreSQL URL ({why}): use postgresql://user[:password]@host[:port]/database"
+                           "[?schema=NAME], with %-escapes for special characters") from None
 
 
 def _first_line(exc) -> str:
