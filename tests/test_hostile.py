@@ -116,7 +116,7 @@ def test_a_stored_job_whose_files_are_not_paths_is_not_dispatched(brain, files):
     """Such files once reached dispatch (a traceback after the sub-tasks were marked running, whose
     credentials nobody then had) or a worker's prompt raw; now nothing changes and one line says why."""
     job_id = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"])
-    with jobs._store().write() as tx:  # as an older version, or another program, could have stored it
+    with jobs.store_for().write() as tx:  # as an older version, or another program, could have stored it
         row = tx.get(job_id)
         row["data"]["files"] = files
         tx.replace(row)
