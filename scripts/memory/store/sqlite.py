@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 
 from .. import codec
-from ..errors import InvalidInput, StoreBusy, StoreError
+from ..errors import StoreBusy, StoreError
 from ..paths import private_dirs
 from ..vocabulary import STATUSES
 from . import COLUMNS, JSON_COLUMNS, env_lock_timeout, layout
