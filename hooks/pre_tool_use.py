@@ -29,6 +29,7 @@ import re
 import stat
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
+from scripts.memory.prompts import WORKER_AGENT
 
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
 MAX_COMMAND = 8192  # characters; longer commands are not read at all (a create with many --subtask fits)
@@ -60,6 +61,12 @@ COMMANDS = {
                    "--query"}, {"--distributed", "--json", "-q", "--quiet"}),
     "dispatch": (1, {"--model", "--file", "--timeout", "--executor"}, {"--json"}),
 }
+
+
+# What the plugin's own worker agent gets approved: its report and the reads. Its definition
+# starts nothing, and a dispatch would hand it other workers' credentials (a job created and
+# not yet dispatched, or queued for a pool).
+WORKER_COMMANDS = {"update", "subtasks", "consolidate", "get", "list", "wait"}
 
 
 def _relative_path(value: str, cwd=None) -> bool:
@@ -195,6 +202,8 @@ def handle(payload: dict):
     command = (payload.get("tool_input") or {}).get("command")
     words = shell_words(command)
     subcommand = approved_subcommand(words, payload.get("cwd")) if words is not None else None
+    if payload.get("agent_type") == WORKER_AGENT and subcommand not in WORKER_COMMANDS:
+        subcommand = None
     shown = command[:1000] if isinstance(command, str) else command
     debug(f"pre_tool_use: {'allow' if subcommand else 'pass'} {shown!r} agent={payload.get('agent_id')}")
     if subcommand is None:
