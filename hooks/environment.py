@@ -46,7 +46,8 @@ def requirements(path=None) -> list:
     return pairs
 
 
-def _key(reqs) -> str:
+def requirements_key(reqs) -> str:
+    """A short digest of the requirement list: the prepared virtualenv is reused while it is unchanged."""
     return hashlib.sha256(repr(reqs).encode()).hexdigest()[:16]
 
 
@@ -90,10 +91,10 @@ def ensure(data: str):
     message for the user or None. Fast when ready: one small file read."""
     state = read_state(data)
     if state.get("status") == "ready" and os.access(state.get("python") or "", os.X_OK):
-        if state.get("key") == _key(requirements()):
+        if state.get("key") == requirements_key(requirements()):
             return state["python"], None
     reqs = requirements()
-    key = _key(reqs)
+    key = requirements_key(reqs)
     lacking = missing(reqs)
     if not lacking:
         write_state(data, status="ready", python=sys.executable, key=key)

@@ -20,6 +20,14 @@ each a concatenation of
 Nothing else outside quotes (no ``; & | < > ( ) { } [ ] * ? ~ $ # !``...),
 no control character anywhere, no unterminated quote.
 
+It also approves the launch (``Agent``) of the plugin's worker with a
+prompt that dispatch issued for a sub-task running now, its credential
+verified against the store (``jobs.dispatched_launch``). Without that, in
+auto mode (the default mode of Claude Code 2.1.332) each launch waits for the
+host's safety check, and behind a gateway that does not pass the check
+through, for the user ("Auto mode can't check actions in this session").
+The worker's own tool calls still go through the normal permission flow.
+
 Turn approval off with ``BRAIN_AUTO_APPROVE=0`` in the host's environment
 or a file named ``no-auto-approve`` in the plugin data directory.
 """
@@ -30,10 +38,12 @@ import stat
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
 from scripts.memory.prompts import WORKER_AGENT
+from scripts.memory.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
 
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
 MAX_COMMAND = 8192  # characters; longer commands are not read at all (a create with many --subtask fits)
 OFF_FILE = "no-auto-approve"
+LAUNCH_TOOLS = ("Agent", "Task")  # the sub-agent tool, and its older name
 
 # One piece of a word; alternatives start with different characters, so a
 # match never backtracks and a scan is linear. Tabs separate words only
@@ -97,7 +107,7 @@ def _file_inside(value: str, cwd) -> bool:
 
 # (subcommand, option): what its value must satisfy, given the command's working directory.
 VALUE_CHECKS = {
-    ("dispatch", "--executor"): lambda value, cwd: value == "host",
+    ("dispatch", "--executor"): lambda value, cwd: value == HOST,
     ("create", "--subtasks-from"): _file_inside,
     ("create", "--glob"): _relative_path,
 }
@@ -140,7 +150,7 @@ def shell_words(command):
 
 def _default_executor_is_host() -> bool:
     """True when a dispatch without --executor can only run on the host (no setting picks another)."""
-    if os.environ.get("BRAIN_EXECUTOR", "host") != "host" or os.environ.get("BRAIN_CONFIG"):
+    if os.environ.get("BRAIN_EXECUTOR", HOST) != HOST or os.environ.get("BRAIN_CONFIG"):
         return False
     return not os.path.exists(os.path.join(os.path.expanduser("~"), ".brain", "config.yaml"))
 
@@ -196,10 +206,38 @@ def turned_off() -> bool:
     return os.path.exists(os.path.join(data_dir(), OFF_FILE))
 
 
-def handle(payload: dict):
-    if payload.get("tool_name") != "Bash" or turned_off():
+def approved_launch(tool_input):
+    """``(job_id, sub_task_id)`` when ``tool_input`` launches the plugin's worker agent with
+    a prompt that dispatch issued for a sub-task running now, else None."""
+    from scripts.memory import jobs, prompts
+
+    if not isinstance(tool_input, dict) or tool_input.get("subagent_type") != prompts.WORKER_AGENT:
         return None
-    command = (payload.get("tool_input") or {}).get("command")
+    return jobs.dispatched_launch(tool_input.get("prompt"))
+
+
+def _allow(what: str) -> dict:
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "allow",
+            "permissionDecisionReason": f"brain-jobs: {what} (BRAIN_AUTO_APPROVE=0 turns this off)",
+        }
+    }
+
+
+def handle(payload: dict):
+    tool = payload.get("tool_name")
+    if tool not in ("Bash", *LAUNCH_TOOLS) or turned_off():
+        return None
+    tool_input = payload.get("tool_input") or {}
+    if tool in LAUNCH_TOOLS:
+        launched = approved_launch(tool_input)
+        # Never the prompt itself: it carries the worker's credential.
+        debug(f"pre_tool_use: {'allow' if launched else 'pass'} launch {'/'.join(launched or ())} "
+              f"type={str(tool_input.get('subagent_type'))[:100]!r}")
+        return _allow("a worker launch that brain job dispatch issued") if launched else None
+    command = tool_input.get("command")
     words = shell_words(command)
     subcommand = approved_subcommand(words, payload.get("cwd")) if words is not None else None
     if payload.get("agent_type") == WORKER_AGENT and subcommand not in WORKER_COMMANDS:
@@ -208,13 +246,7 @@ def handle(payload: dict):
     debug(f"pre_tool_use: {'allow' if subcommand else 'pass'} {shown!r} agent={payload.get('agent_id')}")
     if subcommand is None:
         return None
-    return {
-        "hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": "allow",
-            "permissionDecisionReason": f"brain-jobs: brain job {subcommand} (BRAIN_AUTO_APPROVE=0 turns this off)",
-        }
-    }
+    return _allow(f"brain job {subcommand}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def _reason(text) -> str:
 
 def prepare(data: str) -> bool:
     reqs = environment.requirements()
-    key = environment._key(reqs)
+    key = environment.requirements_key(reqs)
     venv = os.path.join(data, "venv")
     python = os.path.join(venv, "bin", "python")
     names = " ".join(shlex.quote(r) for _, r in reqs)

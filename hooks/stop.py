@@ -1,5 +1,8 @@
 """Stop: remind the agent, once, to read the results of a job it dispatched.
 
+It also writes the ``~/.brain/bin/brain`` launcher when it is missing
+(``ensure_launcher``), for a plugin installed inside the session.
+
 When a job dispatched in this session has every sub-task finished but its
 consolidated result has not been read since (no ``brain job consolidate``),
 the hook answers once with a reminder that names the command. A stop that
@@ -19,8 +22,9 @@ context: ...".
 import json
 import os
 import re
+import sys
 
-from hooklib import data_dir, debug, private_dirs, run, write_private
+from hooklib import data_dir, debug, log, private_dirs, run, write_private
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -51,7 +55,28 @@ def unread_jobs(session_id: str) -> list:
     return found
 
 
+def ensure_launcher() -> None:
+    """Write ``~/.brain/bin/brain`` when it is missing (SessionStart keeps it current).
+
+    A plugin installed inside a session (``/plugin install``) is active at
+    once, but its SessionStart runs only in the next session: without this,
+    a person at a terminal would not find ``brain`` after that first session.
+    """
+    from scripts.memory import paths
+
+    home = paths.brain_home()
+    if os.path.exists(os.path.join(home, "bin", "brain")):
+        return
+    from session_start import keep_launcher  # only now: it costs an import on every turn
+
+    keep_launcher(home, sys.executable)
+
+
 def handle(payload: dict):
+    try:
+        ensure_launcher()
+    except OSError as exc:  # a convenience: the reminder does not depend on it
+        log(f"stop: cannot write the brain launcher: {exc}")
     session_id = payload.get("session_id")
     if payload.get("stop_hook_active") or not session_id:
         return None

@@ -48,7 +48,7 @@ BACKENDS = ("sqlite", "postgres")
 TIERS = {
     "unit": (
         "test_unit_api.py", "test_unit_pool.py", "test_unit_memory_store.py", "test_unit_tiers.py",
-        "test_cli_fast_path.py",
+        "test_cli_fast_path.py", "test_no_stopwatches.py", "test_seams.py",
     ),
     "integration": (
         "test_store_contract.py", "test_store.py", "test_postgres.py", "test_layout.py", "test_codec.py",
@@ -63,7 +63,7 @@ TIERS = {
         "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
         "test_approval.py", "test_files.py", "test_full_disk.py", "test_limits.py", "test_session_store.py",
         "host/test_claude_code_e2e.py", "host/test_marketplace_install.py", "host/test_fanout_e2e.py",
-        "test_text_safety.py",
+        "host/test_interactive_tmux.py", "test_text_safety.py",
     ),
 }
 UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)

@@ -122,7 +122,7 @@ def test_a_write_applies_the_deadline_in_the_same_transaction(db, fake_clock):
     fake_clock.advance(20)
     ids.update(agents(jobs.dispatch_job(job, timeout=60, db=db)))
     fake_clock.advance(11)
-    store = jobs._store(db)
+    store = jobs.store_for(db)
     writes = []
     real_write = store.write
 
@@ -238,7 +238,7 @@ def test_final_consolidation_is_stored_once_with_the_last_report(db, fake_clock)
     ids = agents(jobs.dispatch_job(job, db=db))
     jobs.update_subtask_status(job, "sub_1", "completed", "one", agent_id=ids["sub_1"], db=db)
     fake_clock.advance(1)
-    store = jobs._store(db)
+    store = jobs.store_for(db)
     writes = []
     real_write = store.write
     store.write = lambda: (writes.append(1), real_write())[1]

@@ -118,11 +118,28 @@ def test_shell_starts_nothing_once_the_deadline_has_passed(tmp_path):
 
 @pytest.mark.sqlite_only  # no store involved
 def test_shell_timeout_kills_the_command(tmp_path):
+    """The command and what it started in the background are dead when run() gives up on them."""
     shell = make("shell", tmp_path, allow_shell=True, shell_timeout=0.5)
-    start = time.monotonic()
+    pids = tmp_path / "pids"
     with pytest.raises(Failed, match="timed out after 0.5s"):
-        shell.run("sleep 5 & sleep 5; echo late")
-    assert time.monotonic() - start < 3
+        shell.run(f"sleep 60 & echo $$ $! > {pids}; sleep 60; echo late")
+    for pid in map(int, pids.read_text().split()):
+        assert not _alive(pid), pid
+
+
+def _alive(pid):
+    """Whether ``pid`` still runs after up to 10 s of waiting for it to end (a zombie counts as ended)."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.mark.sqlite_only  # no store involved
@@ -194,10 +211,9 @@ def test_http_refuses_a_redirect_to_another_host(api, away, tmp_path):
 
 @pytest.mark.sqlite_only  # no store involved
 def test_http_per_request_timeout_and_unreachable_server(api, tmp_path):
-    start = time.monotonic()
-    with pytest.raises(Failed, match="timed out after 0.3s"):
+    # /slow answers after 3 s: the timeout's own message (not "[200 OK] keys: late") proves it cut the wait.
+    with pytest.raises(Failed, match="^timed out after 0.3s"):
         make("http", tmp_path, base_url=api.url, request_timeout=0.3).run("GET /slow")
-    assert time.monotonic() - start < 2
     with LocalHTTP() as dead:
         url = dead.url
     with pytest.raises(Failed, match="cannot reach"):
@@ -298,9 +314,8 @@ def test_http_end_to_end_from_a_plain_terminal(api, brain, db):
     job = brain.ok("job", "create", "--distributed", "--ttl", "300", "--prompt", "Validate endpoints",
                    "--subtask", "GET /health", "--subtask", "POST /auth", "--subtask", "GET /api/users",
                    "--subtask", "GET /boom").strip()[4:]
-    start = time.monotonic()
+    # That dispatch returns while the work runs is proven at a gate in test_runner.py (no stopwatch here).
     out = brain.ok("job", "dispatch", job, "--executor", "http", "--base-url", api.url)
-    assert time.monotonic() - start < 5
     # One line: what an agent reads is context it pays for (the log is in the history).
     assert out.startswith(f"job_{job}: 4 sub-tasks running with the http executor (runner pid ") and "\n" not in out[:-1]
     assert "runners/" in brain.ok("job", "history", job)

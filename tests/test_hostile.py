@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs, validate
+from scripts.memory import jobs, vocabulary
 from scripts.memory.errors import InvalidInput, InvalidTransition, NotFound
 
 
@@ -116,7 +116,7 @@ def test_a_stored_job_whose_files_are_not_paths_is_not_dispatched(brain, files):
     """Such files once reached dispatch (a traceback after the sub-tasks were marked running, whose
     credentials nobody then had) or a worker's prompt raw; now nothing changes and one line says why."""
     job_id = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"])
-    with jobs._store().write() as tx:  # as an older version, or another program, could have stored it
+    with jobs.store_for().write() as tx:  # as an older version, or another program, could have stored it
         row = tx.get(job_id)
         row["data"]["files"] = files
         tx.replace(row)
@@ -190,7 +190,7 @@ def test_results_never_exceed_200_and_a_cut_is_visible(job, length):
     if length <= 200:
         assert sub["result"] == text
     else:
-        assert sub["result"].endswith(validate.TRUNCATION_MARK) and len(sub["result"]) == 200
+        assert sub["result"].endswith(vocabulary.TRUNCATION_MARK) and len(sub["result"]) == 200
         assert jobs.consolidate_subtask_results(job)["results"][0]["result"] == sub["result"]
 
 

@@ -65,11 +65,11 @@ def test_a_report_on_a_big_job_writes_its_slot_and_event_in_place(db):
     jobs.update_subtask_status(job, "sub_1", "running", agent_id="w1")  # the job starts: its status changes
     before = _sizes(db, job)
     statements = []
-    jobs._store(db)._conn.set_trace_callback(statements.append)
+    jobs.store_for(db)._conn.set_trace_callback(statements.append)
     try:
         jobs.update_subtask_status(job, "sub_500", "completed", "[200 OK] in place", agent_id="w500")
     finally:
-        jobs._store(db)._conn.set_trace_callback(None)
+        jobs.store_for(db)._conn.set_trace_callback(None)
     assert not [s for s in statements if s.startswith("UPDATE jobs")]
     assert _sizes(db, job) == before
     assert _raw(db, "SELECT json_extract(sub_tasks, '$[499].result'), json_extract(history, '$[#-1].sub_task_id'),"

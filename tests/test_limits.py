@@ -31,7 +31,7 @@ def _create(subtasks):
                           text=True, timeout=120)
 
 
-@pytest.mark.parametrize("spelling", ["--subtask q", "--subtask=q", "--sub q"])
+@pytest.mark.parametrize("spelling", ["--subtask q", "--subtask=q"])
 def test_too_many_subtasks_are_refused_before_parsing(db, spelling):
     many = [part for _ in range(2 * MAX_SUBTASKS) for part in spelling.split(" ")]
     proc = _create(many)

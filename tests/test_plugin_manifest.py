@@ -73,12 +73,12 @@ def test_skill_carries_the_flow_and_the_ttl_guidance():
 def test_hooks_config_points_at_executable_scripts():
     config = json.loads((ROOT / "hooks" / "hooks.json").read_text())["hooks"]
     assert set(config) == {"SessionStart", "PreToolUse", "PostToolUse", "SubagentStop", "Stop"}
-    assert config["PreToolUse"][0]["matcher"] == "Bash"
+    assert [group["matcher"] for group in config["PreToolUse"]] == ["Bash", "Agent|Task"]
     assert "Agent" in config["PostToolUse"][0]["matcher"].split("|")
     for event, groups in config.items():
         for group in groups:
             for h in group["hooks"]:
-                if event == "PreToolUse":  # a shell prefilter that hands our commands to hooks/run pre_tool_use
+                if group.get("matcher") == "Bash":  # a shell prefilter that hands our commands to hooks/run pre_tool_use
                     assert h["command"] == '"${CLAUDE_PLUGIN_ROOT}/hooks/pre_tool_use.sh"'
                     continue
                 name = h["command"].split()[-1]
@@ -121,7 +121,7 @@ def test_claude_plugin_validate_strict_for_the_plugin_directory():
     assert provides["skills"] == ["brain-jobs:job-queue"]
     assert provides["agents"] == ["brain-jobs:subtask-worker"]
     assert sorted(h["event"] for h in provides["hooks"]) == sorted(
-        ["SessionStart", "PreToolUse", "PostToolUse", "SubagentStop", "Stop"])
+        ["SessionStart", "PreToolUse", "PreToolUse", "PostToolUse", "SubagentStop", "Stop"])
     assert "brain" in json.dumps(provides["bin"])
     # The hosts the plugin reaches are declared (network.hosts), and the README has a real install line.
     assert report["hosts"]["declared"]["plugin"] is True, report["hosts"]

@@ -253,7 +253,7 @@ def test_the_credential_works_for_the_runner_and_the_pool(db, brain, tmp_path):
     assert [(s["status"], s["source"]) for s in row["sub_tasks"]] == [("completed", "report")] * 2
     assert sorted(e["agent_id"] for e in row["history"] if e["event"] == "report") == \
         sorted(s["agent_id"] for s in row["sub_tasks"])
-    log = Path(next(line[len("log: "):] for line in proc.stdout.splitlines() if line.startswith("log: ")))
+    log = Path(next(e["runner"]["log"] for e in row["history"] if e["event"] == "dispatch"))
     _wait(lambda: ": done," in log.read_text(), "the runner's last log line")
     assert not re.search(r"[0-9a-f]{32}", log.read_text())
     # The pool: a claim hands out its credential, which works through the CLI (its public label

@@ -98,6 +98,28 @@ def test_the_launcher_runs_this_plugin_and_is_kept_current(host, tmp_path):
     assert launcher.read_text() == "#!/bin/sh\necho mine\n"
 
 
+def test_a_plugin_installed_inside_a_session_leaves_the_launcher_at_its_first_stop(host, tmp_path):
+    """`/plugin install` in a session is active at once ("Plugin is now active"), but its
+    SessionStart runs only in the next session: the Stop hook writes the missing launcher,
+    so the person at a terminal finds that first session's job."""
+    home, data = host
+    launcher = home / ".brain" / "bin" / "brain"
+    # No SessionStart: the session's Bash has the plugin's bin/ on PATH and no export.
+    created = subprocess.run([str(ROOT / "bin" / "brain"), "job", "create", "-q", "--ttl", "300", "--prompt", "first",
+                              "--subtask", "GET /a"], capture_output=True, text=True, timeout=30)
+    assert created.returncode == 0, created.stderr
+    assert not launcher.exists()
+    hook("stop", recorded("stop.json", TMP="/tmp"))
+    assert _mode(launcher) == 0o700 and f"exec {ROOT / 'bin' / 'brain'} " in launcher.read_text()
+    listed = subprocess.run(["brain", "job", "list", "--json"], capture_output=True, text=True,
+                            env=_terminal_env(home), timeout=30)
+    assert [j["job_id"] for j in json.loads(listed.stdout)] == [created.stdout.strip()], listed.stderr
+    # SessionStart keeps it current; Stop never rewrites one that exists, nor a user's own file.
+    launcher.write_text("#!/bin/sh\necho mine\n")
+    hook("stop", recorded("stop.json", TMP="/tmp"))
+    assert launcher.read_text() == "#!/bin/sh\necho mine\n"
+
+
 def test_a_user_store_setting_is_not_overridden(host, tmp_path, monkeypatch):
     mine = tmp_path / "elsewhere" / "jobs.db"
     monkeypatch.setenv("BRAIN_DB", str(mine))
@@ -123,7 +145,7 @@ def test_the_plugin_data_dir_is_private_even_when_the_host_made_it(host, tmp_pat
             "jobs.update_subtask_status(j, 'sub_1', 'completed', 'r', agent_id=credential)")
     subprocess.run([sys.executable, "-c", code, session], cwd=ROOT, check=True, timeout=60)
     out, _ = hook("stop", recorded("stop.json", TMP="/tmp"), env=env)
-    assert out["decision"] == "block"
+    assert "brain job consolidate" in out["hookSpecificOutput"]["additionalContext"]
     assert _mode(data) == 0o700
     files = [p for p in data.rglob("*")]
     assert {p.name for p in files} >= {"hooks.log", "environment.json", "python", "sessions"}

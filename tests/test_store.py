@@ -145,14 +145,14 @@ def test_a_write_stores_only_the_columns_it_changed(db):
         statements.clear()
         return names
 
-    jobs._store(db)._conn.set_trace_callback(statements.append)
+    jobs.store_for(db)._conn.set_trace_callback(statements.append)
     try:
         jobs.update_subtask_status(job, "sub_1", "completed", "r", db=db)
         mid = updated()
         jobs.update_subtask_status(job, "sub_2", "completed", "r", db=db)  # the last: completes the job
         last = updated()
     finally:
-        jobs._store(db)._conn.set_trace_callback(None)
+        jobs.store_for(db)._conn.set_trace_callback(None)
     assert mid == {"sub_tasks", "history"}
     assert {"sub_tasks", "history", "status", "consolidated_result"} <= last
     assert not {"expires_at", "data", "created_at"} & last

@@ -77,7 +77,7 @@ def hostile_job(db, *queries, prompt="p " + FORMAT_ONLY):
         for sub, query in zip(row["sub_tasks"], queries):
             sub["query"] = query
 
-    jobs._mutate(job, store_queries, db)
+    jobs.mutate(job, store_queries, db)
     return job
 
 

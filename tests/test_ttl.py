@@ -87,7 +87,7 @@ def test_a_busy_process_housekeeps_at_most_once_a_second_but_always_sweeps_what_
     jobs.create_job(60, {"prompt": "busy"})  # t=1.5: housekeeps
     fake_clock.advance(0.7)
     jobs.create_job(60, {"prompt": "busy"})  # t=2.2: both due, but housekept 0.7 s ago
-    store = jobs._store()
+    store = jobs.store_for()
     assert [store.read(j)["status"] for j in (first, second)] == ["pending", "pending"]
     assert jobs.get_job(first)["status"] == "failed"  # what a call touches is always swept
     assert store.read(second)["status"] == "pending"

@@ -45,7 +45,7 @@ def events(job):
 
 def test_the_store_is_the_in_memory_one(db):
     assert db.startswith("memory://")
-    assert jobs._store(db).__class__.__name__ == "MemoryStore"
+    assert jobs.store_for(db).__class__.__name__ == "MemoryStore"
 
 
 # -- the seed's flow ----------------------------------------------------------

@@ -8,7 +8,7 @@ had reported itself, and keeps the consolidation's totals right.
 
 import pytest
 
-from scripts.memory import config, executors, jobs, runner
+from scripts.memory import config, executors, jobs, pool, runner, worker
 from scripts.memory.errors import InvalidInput
 
 
@@ -118,3 +118,17 @@ def test_usage_on_a_big_slotted_job(db):
     assert all(s["usage"]["input_tokens"] == 123456789 for s in row["sub_tasks"])
     assert row["consolidated_result"]["usage"] == {"input_tokens": 80 * 123456789, "output_tokens": 80 * 98765,
                                                    "cost_usd": round(80 * 12.345678, 6)}
+
+
+def test_a_pool_worker_stores_usage_like_a_runner(db, tmp_path):
+    """``brain worker`` reports what its executor measured, as the runner does."""
+    job = create(db, ["a", "fail"])
+    pool.queue_job(job, "test_usage:_Priced", db=db)
+    w = worker.Worker("test_usage:_Priced", concurrency=1, poll=0.1, drain=True, workdir=str(tmp_path), db=db)
+    assert w.run() == 0
+    row = jobs.get_job(job, db=db)
+    assert [(s["status"], s["usage"]) for s in row["sub_tasks"]] == [
+        ("completed", {"input_tokens": 100, "output_tokens": 7, "cost_usd": 0.001}),
+        ("failed", {"input_tokens": 400, "output_tokens": 7, "cost_usd": 0.001}),
+    ]
+    assert row["consolidated_result"]["usage"] == {"input_tokens": 500, "output_tokens": 14, "cost_usd": 0.002}

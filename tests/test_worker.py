@@ -187,7 +187,6 @@ def test_three_workers_drain_120_sub_tasks_and_one_is_killed_mid_sub_task(script
     queries[6] = "hang-once 60"  # whoever claims sub_7 first hangs in it: that worker is killed
     job = jobs.create_job_with_subtasks(600, {"prompt": "fan out"}, queries)
     pool.queue_job(job, SCRIPTED)
-    started = time.monotonic()
     workers = [start_worker("--executor", SCRIPTED, "--concurrency", 2, "--lease", 1.5, "--poll", 0.5, "--drain",
                             tmp_path=tmp_path) for _ in range(3)]
     try:
@@ -196,8 +195,7 @@ def test_three_workers_drain_120_sub_tasks_and_one_is_killed_mid_sub_task(script
         assert victim in [w.pid for w in workers]
         os.kill(victim, signal.SIGKILL)
         for w in workers:
-            w.wait(timeout=60)
-        elapsed = time.monotonic() - started
+            w.wait(timeout=60)  # a bound for a hang; how fast workers drain is bench/ row 4's measure
     finally:
         stop_all(workers)
     survivors = [w for w in workers if w.pid != victim]
@@ -228,26 +226,21 @@ def test_three_workers_drain_120_sub_tasks_and_one_is_killed_mid_sub_task(script
     with pytest.raises(Refused, match="superseded"):
         jobs.update_subtask_status(job, "sub_7", "completed", "late", agent_id=held["sub_7"])
     assert jobs.get_history(job) == history
-    print(f"3 workers, 120 sub-tasks, one SIGKILLed: drained in {elapsed:.1f}s")
-    assert elapsed < 45
 
 
 def test_sigterm_finishes_what_it_can_and_releases_the_rest(scripted, tmp_path):
-    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["sleep 0.6", "hang 60"])
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["sleep 0.6", "hang 600"])
     pool.queue_job(job, SCRIPTED)
     worker = start_worker("--executor", SCRIPTED, "--concurrency", 2, "--grace", 2, "--poll", 0.5,
                           tmp_path=tmp_path)
     try:
         wait_for(lambda: (scripted.parent / (scripted.name + ".sub_2")).exists(), 30, "both sub-tasks to run")
         assert jobs.get_job_subtasks(job)[0]["status"] == "running"
-        stopped = time.monotonic()
         worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=15)
-        took = time.monotonic() - stopped
+        worker.wait(timeout=60)  # ends long before sub_2's 600 s: it gave sub_2 up after the grace period
     finally:
         stop_all([worker])
     assert worker.returncode == 0, log_of(worker)
-    assert took < 5
     sub_1, sub_2 = jobs.get_job_subtasks(job)
     assert sub_1["status"] == "completed"  # finished within the grace period
     assert (sub_2["status"], sub_2["agent_id"], sub_2["pool"]) == ("pending", None, SCRIPTED)  # released
@@ -275,23 +268,21 @@ def test_a_second_signal_releases_at_once(scripted, tmp_path):
     assert jobs.get_job_subtasks(job)[0]["status"] == "pending"
 
 
-def test_an_idle_worker_wakes_when_work_is_queued(scripted, tmp_path, backend):
-    # The poll is 30 s: only a notification (PostgreSQL) or the data-version look (SQLite) can wake it.
-    worker = start_worker("--executor", SCRIPTED, "--poll", 30, tmp_path=tmp_path)
+def test_an_idle_worker_wakes_when_work_is_queued(scripted, tmp_path):
+    # The poll is 3600 s, beyond the bounded wait below: only a notification (PostgreSQL) or the
+    # data-version look (SQLite) can wake it. (The latency itself is no test's business.)
+    worker = start_worker("--executor", SCRIPTED, "--poll", 3600, tmp_path=tmp_path)
     try:
         wait_for(lambda: "executor wexec:Scripted" in log_of(worker), 30, "the worker to start")
         time.sleep(0.5)  # idle, waiting
         job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["sleep 0"])
-        queued = time.monotonic()
         pool.queue_job(job, SCRIPTED)
-        wait_for(lambda: jobs.get_job(job)["status"] == "completed", 10, "the worker to run it")
-        latency = time.monotonic() - queued
+        wait_for(lambda: jobs.get_job(job)["status"] == "completed", 60, "the worker to run it")
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=10)
     finally:
         stop_all([worker])
-    print(f"{backend}: queued to completed in {latency * 1000:.0f} ms with a 30 s poll")
-    assert latency < 3
+    assert worker.returncode == 0, log_of(worker)
 
 
 def test_cli_dispatch_to_the_pool_and_a_grep_worker(brain, tmp_path):
@@ -324,15 +315,16 @@ def test_watch_sleeps_until_a_commit_instead_of_polling(monkeypatch):
     from scripts.memory import watch
 
     job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
-    reads = []
-    real_get_job = jobs.get_job
+    reads, woken = [], []
+    real_get_job, real_wait = jobs.get_job, jobs.wait_for_commit
     monkeypatch.setattr(jobs, "get_job", lambda *a, **k: reads.append(1) or real_get_job(*a, **k))
+    monkeypatch.setattr(jobs, "wait_for_commit", lambda t, db=None: woken.append(real_wait(t, db=db)) or woken[-1])
     row = jobs.get_job(job)
     reads.clear()
-    started = time.monotonic()
-    watch.wait_for_change(job, watch.fingerprint(row), max_wait=1.5)  # nothing happens
-    assert 1.4 < time.monotonic() - started < 2.5
+    unchanged = watch.wait_for_change(job, watch.fingerprint(row), max_wait=1.5)  # nothing happens
+    assert watch.fingerprint(unchanged) == watch.fingerprint(row)
     assert len(reads) <= 5  # a look when listening starts, then one per POLL_MAX; polling read ~8 times
+    assert len(reads) == len(woken) + 1 and woken[1:] == [False] * (len(woken) - 1)  # slept out each timeout
 
     reported = {}
 
@@ -340,15 +332,16 @@ def test_watch_sleeps_until_a_commit_instead_of_polling(monkeypatch):
         time.sleep(0.6)
         subprocess.run([sys.executable, str(BRAIN), "job", "update", job, "sub_1", "--status", "completed"],
                        check=True, timeout=60, capture_output=True)
-        reported["at"] = time.monotonic()  # the commit happened just before the process exited
+        reported["done"] = True
 
+    monkeypatch.setattr(watch, "POLL_MAX", 120)  # no look comes by polling: only the commit can wake the wait
+    woken.clear()
     thread = threading.Thread(target=report_soon)
     thread.start()
-    row = watch.wait_for_change(job, watch.fingerprint(row), max_wait=30)
-    woke = time.monotonic()
-    thread.join(30)
-    assert row["sub_tasks"][0]["status"] == "completed"
-    assert woke - reported["at"] < 0.3
+    row = watch.wait_for_change(job, watch.fingerprint(row), max_wait=120)  # bounds a hang
+    thread.join(60)
+    assert reported == {"done": True} and row["sub_tasks"][0]["status"] == "completed"
+    assert woken[-1] is True  # the wait that saw the report was ended by its commit
 
 
 # -- bounds: settings, leases, rows nobody can read ------------------------------------------

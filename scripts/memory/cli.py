@@ -14,6 +14,7 @@ import sys
 
 from . import commands, render
 from .errors import BrainError, InvalidInput
+from .vocabulary import EXECUTORS
 
 EPILOG = """examples:
   job=$(brain job create -q --distributed --ttl 300 --prompt "Validate endpoints" \\
@@ -160,7 +161,7 @@ def build_parser():
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to search (repeatable)")
     p.add_argument("--timeout", type=_positive_int, metavar="SECONDS",
                    help="deadline per sub-task (default: 4/5 of the remaining TTL, never beyond it)")
-    p.add_argument("--executor", choices=("host", "anthropic", "claude", "http", "grep", "shell"),
+    p.add_argument("--executor", choices=EXECUTORS,
                    help="who runs the sub-tasks: host (default: the Claude Code Agent tool) or a headless "
                         "runner in the background; see docs/executors.md (env: BRAIN_EXECUTOR)")
     p.add_argument("--concurrency", type=_positive_int, metavar="N",
@@ -318,7 +319,9 @@ def _fast_args(argv):
     return _FastArgs(values)
 
 
-_SUBTASK_OPTION = tuple("--subtask"[:n] for n in range(4, 10))  # --subtask and its abbreviations
+# Only the whole name: every abbreviation of --subtask also abbreviates --subtasks-from,
+# which argparse refuses as ambiguous.
+_SUBTASK_OPTION = ("--subtask",)
 OTHER_OPTIONS = 100  # options a command line may have besides its --subtask ones
 
 

@@ -10,6 +10,7 @@ import sys
 
 from . import jobs, render
 from .errors import InvalidInput
+from .vocabulary import HOST
 
 
 def _emit_json(value) -> None:
@@ -97,7 +98,7 @@ def cmd_dispatch(a):
     if a.pool:
         _dispatch_pool(a, settings)
         return
-    if settings["executor"] != "host":
+    if settings["executor"] != HOST:
         _dispatch_headless(a, settings)
         return
     out = jobs.dispatch_job(
@@ -116,7 +117,7 @@ def cmd_dispatch(a):
 def _dispatch_pool(a, settings):
     from . import pool
 
-    if settings["executor"] == "host":
+    if settings["executor"] == HOST:
         raise InvalidInput("--pool needs --executor NAME: the executor its workers run (brain worker --executor NAME)")
     out = pool.queue_job(a.job, settings["executor"], model=settings["model"], files=a.file, timeout=a.timeout,
                          allow_shell=a.allow_shell, db=a.db)

@@ -26,14 +26,13 @@ The file (every key optional)::
 import os
 
 from .errors import InvalidInput
+from .vocabulary import DEFAULT_MODEL, EXECUTORS, HOST, MODEL_ALIASES
 
-MODEL_ALIASES = ("haiku", "sonnet", "opus")
-EXECUTORS = ("host", "anthropic", "claude", "http", "grep", "shell")
 
 DEFAULTS = {
-    "executor": "host",
+    "executor": HOST,
     "concurrency": 4,
-    "model": "haiku",
+    "model": DEFAULT_MODEL,
     "models": {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-5"},
     "base_url": None,
     "request_timeout": 10.0,

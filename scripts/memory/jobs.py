@@ -6,7 +6,7 @@ Every function takes an optional ``db``: a SQLite path or a PostgreSQL URL;
 without it the configured default is used (see ``paths``). Every write is
 one transaction of the store (see ``store``). Writes also expire due jobs
 and purge jobs past their retention, so no daemon is needed: a process's
-first write does, and then at most one write a second (``_housekeep``).
+first write does, and then at most one write a second (``housekeep``).
 Reads and writes apply expiry and deadlines to the job they touch, so what
 the API returns is always swept.
 
@@ -21,6 +21,7 @@ from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
 from .paths import default_target
 from .store import open_store
+from .vocabulary import DEFAULT_MODEL, FINAL, HOST, STATUSES
 
 DEFAULT_RETENTION = 3600
 # Seconds between two housekeepings by one process of one store. Why not every
@@ -31,7 +32,11 @@ _stores = {}
 _housekept = {}  # target -> when this process last housekept it (clock seconds)
 
 
-def _store(db=None):
+def store_for(db=None):
+    """The open store of ``db`` (default: the configured one), opened once per process.
+
+    Every write of this module and of ``pool`` goes through it; ``close_stores`` closes them all.
+    """
     target = db or default_target()
     store = _stores.get(target)
     if store is None:
@@ -56,7 +61,7 @@ def _retention() -> int:
     return int(raw)
 
 
-def _housekeep(tx, now, db, always=False) -> dict:
+def housekeep(tx, now, db, always=False) -> dict:
     """Expire due jobs and purge those past retention (indexed queries).
 
     Done when ``always`` (``cleanup_jobs``), or when this process has not done
@@ -89,7 +94,7 @@ def _not_found(job_id):
     return NotFound(f"job {job_id} not found (it may have been purged after expiry); see brain job list --all")
 
 
-def _mutate(job_id, change, db=None, lazy=False):
+def mutate(job_id, change, db=None, lazy=False):
     """Run ``change(row, now)`` on one job inside one write transaction.
 
     Expiry and deadlines are applied first. If ``change`` raises a
@@ -105,8 +110,8 @@ def _mutate(job_id, change, db=None, lazy=False):
     now = _now()
     iso(now)  # the rules format ``now`` several times: do it once, before taking the lock
     failure = outcome = None
-    with _store(db).write() as tx:
-        _housekeep(tx, now, db)
+    with store_for(db).write() as tx:
+        housekeep(tx, now, db)
         row = tx.get(job_id, lazy=lazy)
         if row is None:
             raise _not_found(job_id)
@@ -129,13 +134,13 @@ def _mutate(job_id, change, db=None, lazy=False):
 def _read(job_id, db=None) -> dict:
     """The swept row, without what verifies a worker's credential (``state.strip_private``)."""
     job_id = validate.job_id(job_id)
-    row = _store(db).read(job_id)
+    row = store_for(db).read(job_id)
     if row is None:
         raise _not_found(job_id)
     now = _now()
     if state.needs_sweep(row, now):
         try:
-            row, _ = _mutate(job_id, lambda r, n: None, db)
+            row, _ = mutate(job_id, lambda r, n: None, db)
         except StoreError:
             # A read-only or full store can still be read: show what the
             # sweep would store, without storing it.
@@ -165,8 +170,8 @@ def create_job(ttl, data=None, *, job_type=state.NORMAL, subtasks=None, tools_re
     now = _now()
     job_id = _token(6)
     row = state.new_row(job_id, ttl, data, job_type, queries, tools, now)
-    with _store(db).write() as tx:
-        _housekeep(tx, now, db)
+    with store_for(db).write() as tx:
+        housekeep(tx, now, db)
         tx.insert(row)
     return job_id
 
@@ -211,7 +216,7 @@ def get_history(job_id, db=None) -> list:
 
 def list_jobs(include_finished=False, db=None) -> list:
     """Jobs newest first: only pending and running ones unless ``include_finished``."""
-    store = _store(db)
+    store = store_for(db)
     now = _now()
     rows = store.read_all(active_only=not include_finished)
     if any(state.needs_sweep(r, now) for r in rows):
@@ -221,7 +226,7 @@ def list_jobs(include_finished=False, db=None) -> list:
             # As in ``_read``: a read-only or full store is still listed, swept in memory.
             for r in rows:
                 state.sweep(r, now)
-            return [r for r in rows if include_finished or r["status"] not in state.FINAL]
+            return [r for r in rows if include_finished or r["status"] not in FINAL]
         rows = store.read_all(active_only=not include_finished)
     return [state.strip_private(r) for r in rows]
 
@@ -229,8 +234,8 @@ def list_jobs(include_finished=False, db=None) -> list:
 def job_stats(db=None) -> dict:
     """Counts of jobs by status and type, and of sub-tasks by status."""
     rows = list_jobs(include_finished=True, db=db)
-    jobs = dict.fromkeys(validate.STATUSES, 0)
-    subs = dict.fromkeys(validate.STATUSES, 0)
+    jobs = dict.fromkeys(STATUSES, 0)
+    subs = dict.fromkeys(STATUSES, 0)
     types = {}
     for r in rows:
         jobs[r["status"]] = jobs.get(r["status"], 0) + 1
@@ -255,6 +260,28 @@ def find_subtask_by_agent(agent_id, db=None):
 parse_subtask_prompt = prompts.parse_subtask_prompt
 
 
+def dispatched_launch(prompt, db=None):
+    """``(job_id, sub_task_id)`` when ``prompt`` launches a worker that dispatch issued, else None.
+
+    That is: the pointer of a sub-task running now, with the credential
+    dispatch issued for it, naming the sub-task's own query
+    (``prompts.is_launch_prompt``). The PreToolUse hook approves only such
+    launches. A read: the sweep it applies is not stored.
+    """
+    found = prompts.parse_subtask_prompt(prompt)
+    if not found:
+        return None
+    job_id, sub_task_id, credential = found
+    row = _store(db).read(validate.job_id(job_id))
+    if row is None:
+        return None
+    state.sweep(row, _now())
+    sub = state.launched_worker(row, sub_task_id, credential)
+    if sub is None or not prompts.is_launch_prompt(prompt, row["job_id"], sub, credential):
+        return None
+    return row["job_id"], sub_task_id
+
+
 # -- writing --------------------------------------------------------------
 
 def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=None, force=False, db=None) -> dict:
@@ -270,7 +297,7 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     agent_id = validate.agent_id(agent_id)
     if not isinstance(force, bool):  # force="no" is truthy: never override ownership by accident
         raise InvalidInput("force must be True or False")
-    _, sub = _mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db,
+    _, sub = mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db,
                      lazy=True)
     return sub
 
@@ -332,7 +359,7 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
 
     if not (checked or started):
         return []
-    _, outcomes = _mutate(job_id, apply, db, lazy=True)
+    _, outcomes = mutate(job_id, apply, db, lazy=True)
     return outcomes
 
 
@@ -354,7 +381,7 @@ def _usage(value):
     return out or None
 
 
-def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=None, executor="host", db=None,
+def dispatch_job(job_id, model=DEFAULT_MODEL, files=None, timeout=None, session_id=None, executor=HOST, db=None,
                  runner=None) -> dict:
     """Mark every pending sub-task running, each with its own worker identity
     and deadline, and return one background ``Agent`` call per sub-task:
@@ -375,7 +402,7 @@ def dispatch_job(job_id, model="haiku", files=None, timeout=None, session_id=Non
     }
 
 
-def start_subtasks(job_id, executor, model="haiku", timeout=None, runner=None, db=None) -> list:
+def start_subtasks(job_id, executor, model=DEFAULT_MODEL, timeout=None, runner=None, db=None) -> list:
     """What ``dispatch_job`` does for a headless runner: the sub-tasks it started
     (``sub_task_id, agent_id, label, query, deadline``, ...) instead of ``Agent`` calls.
     ``agent_id`` is each worker's credential (report with it), ``label`` its public identity."""
@@ -386,7 +413,7 @@ def start_subtasks(job_id, executor, model="haiku", timeout=None, runner=None, d
 def _start(job_id, model, timeout, session_id, executor, runner, db):
     if timeout is not None:
         timeout = validate.positive_int(timeout, "timeout (seconds)")
-    return _mutate(job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now, runner), db)
+    return mutate(job_id, lambda row, now: state.dispatch(row, model, timeout, session_id, executor, now, runner), db)
 
 
 def consolidate_subtask_results(job_id, db=None) -> dict:
@@ -401,7 +428,7 @@ def consolidate_subtask_results(job_id, db=None) -> dict:
     if row["consolidated_result"] is not None:
         if state.unread(row):
             try:
-                _mutate(job_id, state.mark_read, db)
+                mutate(job_id, state.mark_read, db)
             except StoreError:
                 pass  # the note is a courtesy to the Stop hook; reading must not fail for it
         return row["consolidated_result"]
@@ -416,20 +443,20 @@ def retry_subtasks(job_id, sub_task_ids=None, max_attempts=None, db=None) -> lis
     ids = [validate.sub_task_id(s) for s in (sub_task_ids or [])]
     if max_attempts is not None:
         max_attempts = validate.positive_int(max_attempts, "max attempts")
-    _, retried = _mutate(job_id, lambda row, now: state.retry(row, ids, max_attempts, now), db)
+    _, retried = mutate(job_id, lambda row, now: state.retry(row, ids, max_attempts, now), db)
     return retried
 
 
 def cancel_job(job_id, db=None) -> dict:
     """Fail every unfinished sub-task with "cancelled" and return the consolidation."""
-    row, _ = _mutate(job_id, state.cancel, db)
+    row, _ = mutate(job_id, state.cancel, db)
     return row["consolidated_result"] or state.summary(row, _now())
 
 
 def set_job_status(job_id, status, db=None) -> dict:
     """Move a normal job to ``status`` along the transition table; return the row."""
     status = validate.status(status)
-    row, _ = _mutate(job_id, lambda row, now: state.set_status(row, status, now), db)
+    row, _ = mutate(job_id, lambda row, now: state.set_status(row, status, now), db)
     return row
 
 
@@ -442,7 +469,7 @@ def link_host_agent(job_id, sub_task_id, host_agent_id, credential, db=None) -> 
     sub_task_id = validate.sub_task_id(sub_task_id)
     host_agent_id = validate.agent_id(host_agent_id)
     credential = validate.agent_id(credential)
-    _, sub = _mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, credential, now),
+    _, sub = mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, credential, now),
                      db, lazy=True)
     return sub
 
@@ -463,7 +490,7 @@ def recover_final_message(job_id, sub_task_id, host_agent_id, message, credentia
     credential = validate.agent_id(credential)
     # A NUL would make the whole message invalid: a final message is saved, never refused for it.
     message = validate.result(" ".join((message or "").replace("\x00", " ").split()) or None)
-    _, outcome = _mutate(job_id, lambda row, now: state.recover_final_message(
+    _, outcome = mutate(job_id, lambda row, now: state.recover_final_message(
         row, sub_task_id, host_agent_id, message, credential, now), db, lazy=True)
     return outcome
 
@@ -471,7 +498,7 @@ def recover_final_message(job_id, sub_task_id, host_agent_id, message, credentia
 def delete_job(job_id, db=None) -> bool:
     """Delete a job now, whatever its state."""
     job_id = validate.job_id(job_id)
-    with _store(db).write() as tx:
+    with store_for(db).write() as tx:
         if not tx.delete(job_id):
             raise _not_found(job_id)
     return True
@@ -482,12 +509,12 @@ def cleanup_jobs(db=None) -> dict:
 
     Returns counts: ``{"expired", "timed_out", "purged"}``.
     """
-    store = _store(db)
+    store = store_for(db)
     now = _now()
     overdue = [r["job_id"] for r in store.read_all(active_only=True) if state.needs_sweep(r, now)]
     timed_out = 0
     with store.write() as tx:
-        counts = _housekeep(tx, now, db, always=True)
+        counts = housekeep(tx, now, db, always=True)
         for job_id in overdue:
             row = tx.get(job_id)
             if row is not None and state.sweep(row, now):
@@ -504,4 +531,4 @@ def wait_for_commit(timeout, db=None) -> bool:
     It may wake early, and the first call returns True at once (that is when
     listening starts), so callers look, wait, and look again.
     """
-    return _store(db).wait(timeout)
+    return store_for(db).wait(timeout)

@@ -18,14 +18,15 @@ import re
 from . import state, validate
 from .clock import iso, now as _now
 from .errors import BrainError, InvalidInput
-from .jobs import _housekeep, _mutate, _store
+from .jobs import housekeep, mutate, store_for
+from .vocabulary import DEFAULT_MODEL, HOST
 
 _POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 def pool_name(value) -> str:
     """An executor name as a pool name: letters, digits and ``_ . : -``, at most 64."""
-    if not isinstance(value, str) or not _POOL.fullmatch(value) or value == "host":
+    if not isinstance(value, str) or not _POOL.fullmatch(value) or value == HOST:
         raise InvalidInput(
             f"invalid worker pool {validate.printable(value)}: name the executor the workers run, "
             "e.g. --executor grep (host is the Claude Code Agent tool, not a pool)"
@@ -33,7 +34,7 @@ def pool_name(value) -> str:
     return value
 
 
-def queue_job(job_id, executor, model="haiku", files=None, timeout=None, allow_shell=False, db=None) -> dict:
+def queue_job(job_id, executor, model=DEFAULT_MODEL, files=None, timeout=None, allow_shell=False, db=None) -> dict:
     """Queue every pending sub-task of ``job_id`` for ``brain worker --executor EXECUTOR``.
 
     Returns ``{"job_id", "pool", "sub_tasks": [ids]}`` at once; workers
@@ -47,7 +48,7 @@ def queue_job(job_id, executor, model="haiku", files=None, timeout=None, allow_s
         timeout = validate.positive_int(timeout, "timeout (seconds)")
     files = [validate.query(str(f)) for f in files] if files else None
     order = {"files": files, "allow_shell": True if allow_shell else None}
-    row, queued = _mutate(job_id, lambda row, now: state.queue(row, pool, model, timeout, order, now), db)
+    row, queued = mutate(job_id, lambda row, now: state.queue(row, pool, model, timeout, order, now), db)
     return {"job_id": row["job_id"], "pool": pool, "sub_tasks": [s["sub_task_id"] for s in queued]}
 
 
@@ -69,8 +70,8 @@ def claim(pool, worker, lease, db=None, skip=None):
     skip = {} if skip is None else skip
     now = _now()
     stamp = iso(now)
-    with _store(db).write() as tx:
-        _housekeep(tx, now, db)
+    with store_for(db).write() as tx:
+        housekeep(tx, now, db)
         for job_id in _candidates(tx, pool, stamp, skip):
             try:
                 claimed = _claim_in(tx, job_id, pool, worker, lease, now)
@@ -112,7 +113,7 @@ def _claim_in(tx, job_id, pool, worker, lease, now):
         claimed = {"job_id": job_id, "sub_task_id": sub["sub_task_id"], "query": sub["query"],
                    "agent_id": sub["agent_id"], "label": sub["label"], "attempt": sub["attempt"],
                    "deadline": sub["deadline"],
-                   "lease_until": sub["lease_until"], "model": order.get("model", "haiku"),
+                   "lease_until": sub["lease_until"], "model": order.get("model", DEFAULT_MODEL),
                    "files": order.get("files") or row["data"].get("files") or [],
                    "allow_shell": bool(order.get("allow_shell"))}
     if sub is not None or swept or len(row["history"]) != before:
@@ -132,13 +133,13 @@ def describe(exc) -> str:
 
 def renew(job_id, leases, lease, db=None) -> list:
     """Extend the leases ``{sub_task_id: agent_id}`` a worker holds in one job; return those it lost."""
-    _, lost = _mutate(job_id, lambda row, now: state.renew(row, leases, lease, now), db)
+    _, lost = mutate(job_id, lambda row, now: state.renew(row, leases, lease, now), db)
     return lost
 
 
 def release(job_id, sub_task_id, agent_id, reason, db=None) -> dict:
     """Give a claimed sub-task back to the pool (pending, same queue); its identity is retired."""
-    _, sub = _mutate(job_id, lambda row, now: state.release(row, sub_task_id, agent_id, reason, now), db)
+    _, sub = mutate(job_id, lambda row, now: state.release(row, sub_task_id, agent_id, reason, now), db)
     return sub
 
 
@@ -152,7 +153,7 @@ def backlog(pool, db=None, skip=None) -> dict:
     skip = {} if skip is None else skip
     counts = {"pending": 0, "running": 0}
     try:
-        rows = _store(db).read_all(active_only=True)
+        rows = store_for(db).read_all(active_only=True)
     except BrainError:
         raise
     except Exception:  # some row cannot be read: read the pool's jobs one by one
@@ -181,7 +182,7 @@ def _rows_one_by_one(pool, skip, db) -> list:
     Those that cannot be read go to ``skip``.
     """
     rows = []
-    with _store(db).write() as tx:  # the pool's one query; it changes nothing
+    with store_for(db).write() as tx:  # the pool's one query; it changes nothing
         for job_id in tx.claimable(pool, _END_OF_TIME, limit=1_000_000, wait=True):
             if job_id in skip:
                 continue

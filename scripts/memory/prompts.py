@@ -21,6 +21,8 @@ pointer costs about 540 (budget: 600, measured by the real-host test).
 
 import re
 
+from .vocabulary import DEFAULT_MODEL  # the worker agent's own ``model:`` (agents/subtask-worker.md)
+
 WORKER_AGENT = "brain-jobs:subtask-worker"
 _POINTER = re.compile(r"([A-Za-z0-9]{1,64}) (sub_[1-9][0-9]*) ([A-Za-z0-9][A-Za-z0-9_.:@-]*): ")
 
@@ -49,7 +51,6 @@ def worker_prompt(job_id: str, sub: dict, files) -> str:
     return f"{job_id} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']}{where}."
 
 
-DEFAULT_MODEL = "haiku"  # the worker agent's own ``model:`` (agents/subtask-worker.md)
 
 
 def agent_call(job_id: str, sub: dict, files, model: str) -> dict:
@@ -74,3 +75,14 @@ def parse_subtask_prompt(prompt):
     """
     match = _POINTER.match((prompt or "").lstrip())
     return match.groups() if match else None
+
+
+def is_launch_prompt(prompt, job_id, sub, credential) -> bool:
+    """True when ``prompt`` is the pointer :func:`worker_prompt` writes for ``sub`` with
+    ``credential``: nothing before it, and after its query only `` in <files>`` and the
+    final period (the files a dispatch named are not stored, so any printable ones)."""
+    head = f"{job_id} {sub['sub_task_id']} {credential}: Search {sub['query']}"
+    if not isinstance(prompt, str) or not prompt.startswith(head):
+        return False
+    rest = prompt[len(head):]
+    return rest == "." or (rest.startswith(" in ") and rest.endswith(".") and rest.isprintable())

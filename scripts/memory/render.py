@@ -15,10 +15,12 @@ import os
 import re
 import sys
 
+from .vocabulary import FINAL
+
 
 GLYPHS = {"pending": "○", "running": "◉", "completed": "✓", "failed": "✗"}
-_COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
-WAITING, _WAITING_COLOUR = "◌", "2;33"  # running, but waiting for a runner's free slot (state.waiting)
+COLOURS = {"pending": "2", "running": "33", "completed": "32", "failed": "31"}
+WAITING, WAITING_COLOUR = "◌", "2;33"  # running, but waiting for a runner's free slot (state.waiting)
 LABELS = {
     "en": {"header": "Sub-tasks of job {job_id}:", "result": "Result:", "waiting": "waiting for a slot"},
     "pt": {"header": "Sub-tasks do job {job_id}:", "result": "Resultado:", "waiting": "aguardando uma vaga"},
@@ -135,11 +137,11 @@ def subtasks(job_id, subs, colour=False, lang=None) -> str:
         idle = state.waiting(sub)
         glyph = WAITING if idle else GLYPHS[sub["status"]]
         if colour:
-            glyph = f"\x1b[{_WAITING_COLOUR if idle else _COLOURS[sub['status']]}m{glyph}\x1b[0m"
+            glyph = f"\x1b[{WAITING_COLOUR if idle else COLOURS[sub['status']]}m{glyph}\x1b[0m"
         lines.append(f"  {glyph} {printable(sub['sub_task_id'])}: {printable(sub['query'])}")
         if sub["status"] == "running":
             lines.append(f"      Agent: {printable(sub['agent_id'])}" + (f" ({labels['waiting']})" if idle else ""))
-        elif sub["status"] in ("completed", "failed"):
+        elif sub["status"] in FINAL:
             lines.append(f"      {labels['result']} {printable(sub['result'])}")
     return "\n".join(lines)
 

@@ -39,6 +39,7 @@ from .errors import BrainError, OperationalError
 from .executors.base import stop_commands
 from .paths import default_target, private_dirs
 from .pool import describe
+from .vocabulary import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +98,7 @@ def _dispatch(order, timeout, runner=None) -> dict:
     return order
 
 
-def launch(job_id, executor, *, settings, model="haiku", files=None, timeout=None, allow_shell=False,
+def launch(job_id, executor, *, settings, model=DEFAULT_MODEL, files=None, timeout=None, allow_shell=False,
            workdir=None, db=None) -> dict:
     """Dispatch ``job_id`` to a detached runner of ``executor``; return at once.
 
@@ -139,7 +140,7 @@ def launch(job_id, executor, *, settings, model="haiku", files=None, timeout=Non
             "sub_tasks": [t["sub_task_id"] for t in order["tasks"]]}
 
 
-def run_here(job_id, executor, *, settings, model="haiku", files=None, timeout=None, allow_shell=False,
+def run_here(job_id, executor, *, settings, model=DEFAULT_MODEL, files=None, timeout=None, allow_shell=False,
              workdir=None, db=None) -> int:
     """Like ``launch``, but run the sub-tasks in this process and return the number that failed."""
     order = _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)

@@ -32,17 +32,16 @@ from . import validate
 from .clock import epoch, iso
 from .ids import token as _token
 from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
+from .vocabulary import FINAL, HOST, MODEL_ALIASES, STATUSES
 
 DISTRIBUTED = "distributed_search"
 NORMAL = "normal"
-FINAL = validate.FINAL
 TRANSITIONS = {
     "pending": ("running", "completed", "failed"),
-    "running": ("completed", "failed"),
+    "running": FINAL,
     "completed": (),
     "failed": (),
 }
-MODELS = ("haiku", "sonnet", "opus")
 # Where a finished sub-task's result came from: a worker's report (or a person's, forced),
 # a worker's final message saved by the SubagentStop hook, a passed deadline, the job's
 # expiry, a cancel, or a pool sub-task whose workers were lost MAX_CLAIMS times.
@@ -245,7 +244,7 @@ def counts(row) -> dict:
     subs = row["sub_tasks"]
     if hasattr(subs, "counts"):
         return subs.counts()
-    c = dict.fromkeys(validate.STATUSES, 0)
+    c = dict.fromkeys(STATUSES, 0)
     for s in subs:
         c[s["status"]] += 1
     return c
@@ -522,8 +521,8 @@ def _check_dispatchable(row, model, now) -> None:
     if row["type"] != DISTRIBUTED:
         raise InvalidTransition(f"job {row['job_id']} is a normal job: only distributed jobs have sub-tasks to dispatch")
     _check_live(row, now, "dispatch")
-    if model not in MODELS:
-        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODELS)}")
+    if model not in MODEL_ALIASES:
+        raise InvalidInput(f"unknown model {validate.printable(model)}: use one of {', '.join(MODEL_ALIASES)}")
 
 
 def _nothing_pending(row) -> InvalidTransition:
@@ -556,7 +555,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
         raise _nothing_pending(row)
     # Never beyond the TTL: the effective timeout is what history records.
     timeout = min(timeout or default_timeout(row, now), max(1, int(epoch(row["expires_at"]) - now)))
-    host = executor == "host"
+    host = executor == HOST
     deadline = iso(min(now + timeout, epoch(row["expires_at"]))) if host else row["expires_at"]
     prefix = f"agent_{model}" if host else f"agent_{executor}"
     credentials = []
@@ -697,6 +696,23 @@ def link_host_agent(row, sub_task_id, host_agent_id, credential, now) -> dict:
                       "that dispatch issued for it")
     sub["host_agent_id"] = host_agent_id
     row["history"].append(event(now, "link", sub_task_id=sub_task_id, agent_id=sub["agent_id"], host_agent_id=host_agent_id))
+    return public(sub)
+
+
+def launched_worker(row, sub_task_id, credential):
+    """The sub-task (``public``) whose worker a launch with ``credential`` starts, or None.
+
+    Only a sub-task that is running and started (not waiting for a runner's
+    slot), with the credential dispatch issued for it: what lets the PreToolUse
+    hook approve the launch of exactly the workers dispatch printed. ``row``
+    must be swept, so that a sub-task past its deadline is no longer running.
+    """
+    try:
+        sub = find_subtask(row, sub_task_id)
+    except NotFound:
+        return None
+    if sub["status"] != "running" or waiting(sub) or not _verifies(sub, credential):
+        return None
     return public(sub)
 
 

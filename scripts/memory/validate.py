@@ -11,9 +11,9 @@ import re
 
 from .errors import InvalidInput
 from .render import invisible, printable as _inert
+from .vocabulary import STATUSES, truncate_result
 
 MAX_QUERY = 500
-MAX_RESULT = 200
 MAX_TTL = 30 * 24 * 3600
 MAX_PROMPT = 10_000
 MAX_AGENT_ID = 100
@@ -27,10 +27,6 @@ MAX_DATA_DEPTH = 32
 # integer digits (so it comes back an int) and -0.0 as 0.0.
 MIN_INT, MAX_INT = -(2 ** 63), 2 ** 63 - 1
 MAX_FLOAT = 1e16  # exclusive
-TRUNCATION_MARK = "…"
-
-STATUSES = ("pending", "running", "completed", "failed")
-FINAL = ("completed", "failed")
 
 _JOB_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _SUB_ID = re.compile(r"sub_([1-9][0-9]{0,5})")
@@ -168,9 +164,7 @@ def result(value):
     if "\x00" in value:
         raise InvalidInput("result contains a NUL character: remove it")
     _check_encoding(value, "result")
-    if len(value) > MAX_RESULT:
-        value = value[: MAX_RESULT - len(TRUNCATION_MARK)] + TRUNCATION_MARK
-    return value
+    return truncate_result(value)
 
 
 def ttl(value) -> int:

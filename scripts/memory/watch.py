@@ -27,7 +27,7 @@ import time
 
 from . import clock, jobs, render
 from .state import next_due, waiting
-from .validate import FINAL
+from .vocabulary import FINAL, STATUSES
 
 POLL_MAX = 0.5      # seconds: the longest pause between two reads
 BAR_WIDTH = 24
@@ -87,7 +87,7 @@ class _Lines:
 
     def glyph(self, status):
         g = render.WAITING if status == "waiting" else render.GLYPHS[status]
-        code = render._WAITING_COLOUR if status == "waiting" else render._COLOURS[status]
+        code = render.WAITING_COLOUR if status == "waiting" else render.COLOURS[status]
         return f"\x1b[{code}m{g}\x1b[0m" if self.colour else g
 
     def sub_line(self, sub):
@@ -245,7 +245,7 @@ def joined_text(summary, row=None, timed_out=None) -> str:
     sub-task (glyph, id, result). ``row`` (the same job) tells waiting sub-tasks apart;
     ``timed_out`` is the wait's timeout in seconds when it ran out first."""
     idle = {s["sub_task_id"] for s in row["sub_tasks"] if waiting(s)} if row is not None else set()
-    c = {k: summary[k] for k in ("completed", "failed", "running", "pending")}
+    c = {k: summary[k] for k in STATUSES}
     c["waiting"] = len(idle)
     c["running"] -= c["waiting"]
     head = f"job {summary['job_id']} {summary['status']}: {c['completed']} completed, {c['failed']} failed"

@@ -45,6 +45,7 @@ from . import executors, jobs, pool, render
 from .clock import epoch, now_iso
 from .errors import BrainError, InvalidInput
 from .executors.base import stop_commands
+from .vocabulary import DEFAULT_MODEL
 
 SLICE = 0.25  # seconds: the longest a wait runs before looking at the stop flag
 # The shortest settings a worker accepts. A lease is renewed every third of it, and a
@@ -104,7 +105,7 @@ class Worker:
     def _context(self, claim, deadline=None):
         files = [os.path.normpath(os.path.join(self.workdir, os.path.expanduser(f))) for f in claim.get("files", ())]
         return executors.Context(job_id=claim["job_id"], workdir=self.workdir, files=files,
-                                 model=claim.get("model", "haiku"), settings=self.settings, deadline=deadline,
+                                 model=claim.get("model", DEFAULT_MODEL), settings=self.settings, deadline=deadline,
                                  db=self.db, allow_shell=self.allow_shell and claim.get("allow_shell", False))
 
     def check(self) -> None:
@@ -124,13 +125,14 @@ class Worker:
         try:
             executor = self.cls(self._context(claim, deadline))
             executor.check()  # what this job gives it (files, the shell opt-in) may not do
-            return "completed", executor.run(claim["query"], claim)
+            answer = executor.run(claim["query"], claim)
+            return "completed", str(answer), getattr(answer, "usage", None)
         except BrainError as exc:
-            return "failed", str(exc)
+            return "failed", str(exc), None
         except executors.Failed as exc:
-            return "failed", str(exc) or "failed"
+            return "failed", str(exc) or "failed", exc.usage
         except Exception as exc:  # one sub-task's bug fails that sub-task, not the worker
-            return "failed", f"{type(exc).__name__}: {exc}"
+            return "failed", f"{type(exc).__name__}: {exc}", None
         finally:
             if executor is not None:
                 executor.close()
@@ -138,15 +140,19 @@ class Worker:
     def _work(self, claim):
         key = (claim["job_id"], claim["sub_task_id"])
         try:
-            status, result = self._execute(claim)
+            status, result, usage = self._execute(claim)
             with self._lock:
                 given_back = self.active.get(key) is not claim
             if given_back:  # released at shutdown, or left past its deadline: its report is not ours to make
                 self.log(f"job {key[0]} {key[1]}: finished after it was given back ({status}); not reported")
                 return
             try:
-                jobs.update_subtask_status(claim["job_id"], claim["sub_task_id"], status, result,
-                                           agent_id=claim["agent_id"], db=self.db)
+                # With its usage (what the executor measured it cost), as a runner reports.
+                (outcome,) = jobs.update_subtasks(claim["job_id"], [{
+                    "sub_task_id": claim["sub_task_id"], "status": status, "result": result,
+                    "agent_id": claim["agent_id"], "usage": usage}], db=self.db)
+                if isinstance(outcome, Exception):
+                    raise outcome
             except Exception as exc:  # refused, a store error, or a row that cannot be read
                 self.counts["not_stored"] += 1
                 self.log(f"job {key[0]} {key[1]}: report not stored: {pool.describe(exc)}")

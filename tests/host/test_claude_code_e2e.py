@@ -121,7 +121,6 @@ def _main_requests(run):
 
 
 def test_the_run_succeeds_with_three_background_workers(run, output):
-    assert run["elapsed"] < RUN_TIMEOUT
     assert output["is_error"] is False and output["subtype"] == "success", _explain(run)
     assert output["permission_denials"] == [], output["permission_denials"]
     stats = output["subagent_stats"]

@@ -104,7 +104,7 @@ def run(tmp_path_factory):
     (base / "env.json").write_text(json.dumps(env))
     hook_env = dict(env, CLAUDE_PLUGIN_ROOT=str(ROOT), CLAUDE_PLUGIN_DATA=str(base / "hook-probe"))
     allowed, left = allowed_tools(hook_env)
-    store = home / ".claude" / "plugins" / "data" / "brain-jobs-inline" / "jobs.db"
+    store = home / ".brain" / "jobs.db"  # the one store of sessions and terminals
     netns = _netns_available()
     if not netns:
         print("note: unshare -n is not available here; the run is isolated by environment only")

@@ -15,18 +15,13 @@ or raises ``Failed`` (failed).
 import importlib
 
 from ..errors import InvalidInput
+from ..vocabulary import EXECUTOR_MODULES, HEADLESS
 from .base import Answer, Context, Executor, Failed
 
 __all__ = ["Answer", "Context", "Executor", "Failed", "NAMES", "REGISTRY", "create", "get"]
 
-REGISTRY = {
-    "anthropic": "anthropic_api",
-    "claude": "claude_code",
-    "http": "http_check",
-    "grep": "grep_search",
-    "shell": "shell_command",
-}
-NAMES = tuple(REGISTRY)
+REGISTRY = EXECUTOR_MODULES  # name -> module of this package, defined in ``vocabulary``
+NAMES = HEADLESS
 
 
 def get(name):

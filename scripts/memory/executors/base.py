@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import BrainError
+from ..vocabulary import DEFAULT_MODEL
 
 
 class Failed(Exception):
@@ -60,7 +61,7 @@ class Context:
     job_id: str
     workdir: str
     files: list = field(default_factory=list)
-    model: str = "haiku"
+    model: str = DEFAULT_MODEL
     settings: dict = field(default_factory=dict)
     deadline: Optional[float] = None
     db: Optional[str] = None

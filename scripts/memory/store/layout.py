@@ -33,7 +33,7 @@ never in characters.
 """
 
 from .. import codec
-from ..validate import STATUSES
+from ..vocabulary import STATUSES
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories

@@ -36,12 +36,11 @@ import threading
 
 from .. import codec
 from ..errors import StoreBusy, StoreError
-from . import COLUMNS
-from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
+from ..vocabulary import FINAL
+from . import COLUMNS, env_lock_timeout
 
 SCHEME = "memory://"
 _UNFINISHED = ("pending", "running")
-_FINISHED = ("completed", "failed")
 
 _databases = {}  # name -> _Database, while a store is open on it
 _registry = threading.Lock()
@@ -125,7 +124,7 @@ class _Transaction:
                 continue  # NULL compares with nothing in SQL
             if row["status"] in _UNFINISHED and expires <= now:
                 due.append(job_id)
-            elif row["status"] in _FINISHED and expires < cutoff and _finished_at(row) < cutoff:
+            elif row["status"] in FINAL and expires < cutoff and _finished_at(row) < cutoff:
                 purged.append(job_id)
         for job_id in purged:
             self.changes[job_id] = None
@@ -194,7 +193,7 @@ class MemoryStore:
             raise StoreError(f"not an in-memory store URL: {target!r} (use memory://NAME)")
         self.target = target
         self.name = target[len(SCHEME):]
-        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
+        self.lock_timeout = lock_timeout if lock_timeout is not None else env_lock_timeout()
         self._seen = None  # the commit count ``wait`` last saw; None until it first listens
         self._wait_lock = threading.Lock()
         with _registry:

@@ -36,8 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import codec, state
 from ..errors import InvalidInput, StoreBusy, StoreError
-from . import COLUMNS, JSON_COLUMNS
-from .sqlite import _env_lock_timeout  # one reading of BRAIN_LOCK_TIMEOUT for every backend
+from . import COLUMNS, JSON_COLUMNS, env_lock_timeout
 
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 TIME_COLUMNS = ("created_at", "expires_at")
@@ -320,7 +319,7 @@ class PostgresStore:
         self._psycopg = _import_psycopg()
         self.url, schema = split_url(url)
         self.where = _where(url)
-        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
+        self.lock_timeout = lock_timeout if lock_timeout is not None else env_lock_timeout()
         self._requested_schema = schema
         self.schema = schema or "public"
         self._mutex = threading.RLock()

@@ -31,13 +31,12 @@ from contextlib import contextmanager
 from .. import codec
 from ..errors import InvalidInput, StoreBusy, StoreError
 from ..paths import private_dirs
-from ..validate import STATUSES
-from . import COLUMNS, JSON_COLUMNS, layout
+from ..vocabulary import STATUSES
+from . import COLUMNS, JSON_COLUMNS, env_lock_timeout, layout
 from .lock import WriteLock
 
 WAIT_INTERVAL = 0.05  # seconds between two looks of ``wait`` (SQLite cannot notify)
 
-MAX_LOCK_TIMEOUT = 3600
 # Set to 1 to use a store that other users can read, write or own, or whose directory they
 # can change (a store shared with a group on purpose); otherwise such a store is refused.
 ALLOW_SHARED = "BRAIN_ALLOW_SHARED_STORE"
@@ -244,20 +243,6 @@ def _refuse_unsafe_file(name: str, info: os.stat_result) -> None:
                          f"{_SHARED_FIX}")
 
 
-def _env_lock_timeout() -> float:
-    """``BRAIN_LOCK_TIMEOUT``: seconds a writer waits for the lock (0 = do not wait)."""
-    raw = os.environ.get("BRAIN_LOCK_TIMEOUT") or "10"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= MAX_LOCK_TIMEOUT:  # also refuses nan
-        raise InvalidInput(
-            f"BRAIN_LOCK_TIMEOUT={raw!r} is not a number of seconds from 0 to {MAX_LOCK_TIMEOUT}"
-        )
-    return value
-
-
 _UPDATES = {}  # the columns changed -> their UPDATE
 
 
@@ -426,7 +411,7 @@ class SQLiteStore:
 
     def __init__(self, path: str, lock_timeout: float = None):
         self.path = os.path.abspath(path)
-        self.lock_timeout = lock_timeout if lock_timeout is not None else _env_lock_timeout()
+        self.lock_timeout = lock_timeout if lock_timeout is not None else env_lock_timeout()
         self._prepare_file()
         self._lock = WriteLock(self.path + ".lock")
         # One connection per store; threads of one process take turns on it
