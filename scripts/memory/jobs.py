@@ -272,7 +272,7 @@ def dispatched_launch(prompt, db=None):
     if not found:
         return None
     job_id, sub_task_id, credential = found
-    row = _store(db).read(validate.job_id(job_id))
+    row = store_for(db).read(validate.job_id(job_id))
     if row is None:
         return None
     state.sweep(row, _now())
