@@ -37,6 +37,7 @@ import re
 import stat
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
+from scripts.memory.prompts import WORKER_AGENT
 from scripts.memory.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
 
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
@@ -70,6 +71,12 @@ COMMANDS = {
                    "--query"}, {"--distributed", "--json", "-q", "--quiet"}),
     "dispatch": (1, {"--model", "--file", "--timeout", "--executor"}, {"--json"}),
 }
+
+
+# What the plugin's own worker agent gets approved: its report and the reads. Its definition
+# starts nothing, and a dispatch would hand it other workers' credentials (a job created and
+# not yet dispatched, or queued for a pool).
+WORKER_COMMANDS = {"update", "subtasks", "consolidate", "get", "list", "wait"}
 
 
 def _relative_path(value: str, cwd=None) -> bool:
@@ -233,6 +240,8 @@ def handle(payload: dict):
     command = tool_input.get("command")
     words = shell_words(command)
     subcommand = approved_subcommand(words, payload.get("cwd")) if words is not None else None
+    if payload.get("agent_type") == WORKER_AGENT and subcommand not in WORKER_COMMANDS:
+        subcommand = None
     shown = command[:1000] if isinstance(command, str) else command
     debug(f"pre_tool_use: {'allow' if subcommand else 'pass'} {shown!r} agent={payload.get('agent_id')}")
     if subcommand is None:

@@ -289,6 +289,13 @@ def payload(command, **fields):
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)  # as the host sends it
 
 
+def orchestrator(command, **fields):
+    """The same payload from the main agent, which has no ``agent_id`` or ``agent_type``."""
+    body = json.loads(payload(command, **fields))
+    del body["agent_id"], body["agent_type"]
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
 def host_hook(raw, env=None, timeout=60):
     """Run the PreToolUse hook as the host does: its hooks.json command through ``sh -c``."""
     proc = subprocess.run(["sh", "-c", HOST_COMMAND], input=raw.encode("utf-8", "surrogatepass"),
@@ -335,7 +342,8 @@ def bash_argv(tmp_path):
 @pytest.mark.parametrize("command", APPROVED)
 def test_approved_commands_are_allowed_by_the_host_entry(data, command):
     subcommand = pre_tool_use.shell_words(command)[2]
-    assert host_hook(payload(command)) == allowed(subcommand)
+    raw = payload(command) if subcommand in pre_tool_use.WORKER_COMMANDS else orchestrator(command)
+    assert host_hook(raw) == allowed(subcommand)
 
 
 @pytest.mark.parametrize("command", APPROVED + PREFILTERED)
@@ -452,18 +460,32 @@ def test_subtasks_from_is_approved_only_for_a_regular_file_inside_the_working_di
     create = "brain job create --quiet --ttl 60 --prompt x --subtasks-from"
     for name in ("subtasks.txt", "=lists/a.b.txt", "inside.txt", "./subtasks.txt"):
         command = f"{create}{name}" if name.startswith("=") else f"{create} {name}"
-        assert host_hook(payload(command, cwd=str(project))) == allowed("create"), name
+        assert host_hook(orchestrator(command, cwd=str(project))) == allowed("create"), name
     for name in ("urls.txt", "relative.txt", "away/id_rsa", "stdin.txt", "zero.txt", "fifo.txt", "dangling.txt",
                  "missing.txt", "lists", "."):
-        assert host_hook(payload(f"{create} {name}", cwd=str(project))) is None, name
+        assert host_hook(orchestrator(f"{create} {name}", cwd=str(project))) is None, name
     # Without a working directory to look in, nothing that names a file is approved.
-    assert host_hook(payload(f"{create} subtasks.txt", cwd=None)) is None
+    assert host_hook(orchestrator(f"{create} subtasks.txt", cwd=None)) is None
     assert pre_tool_use.is_approved(f"{create} subtasks.txt") is False
     assert pre_tool_use.is_approved(f"{create} subtasks.txt", str(project)) is True
 
 
+def test_the_worker_agent_gets_only_its_report_and_the_reads_approved(data):
+    """A dispatch run by a worker would hand it the credentials of sub-tasks not yet dispatched or
+    queued for a pool, so it could report for them; the orchestrator's own commands stay approved."""
+    for command in ("brain job dispatch abc123 --json", "brain job dispatch abc123 --executor host",
+                    "brain job create --ttl 60 --prompt x --subtask y"):
+        assert host_hook(payload(command)) is None, command
+        assert host_hook(payload(command, agent_type="general-purpose")) == allowed(command.split()[2])
+        assert host_hook(orchestrator(command)) == allowed(command.split()[2])
+    for command in (f"{REPORT} 'ok'", "brain job subtasks abc123", "brain job list --all", "brain job wait abc123",
+                    "brain job get abc123 --json", "brain job consolidate abc123"):
+        assert host_hook(payload(command)) == allowed(command.split()[2]), command
+
+
 def test_dispatch_without_executor_is_approved_only_when_nothing_picks_another(data, monkeypatch, tmp_path):
-    plain, explicit = payload("brain job dispatch abc123 --json"), payload("brain job dispatch abc123 --executor host")
+    plain = orchestrator("brain job dispatch abc123 --json")
+    explicit = orchestrator("brain job dispatch abc123 --executor host")
     assert host_hook(plain) == allowed("dispatch")
     for env in ({"BRAIN_EXECUTOR": "claude"}, {"BRAIN_EXECUTOR": ""}, {"BRAIN_CONFIG": str(tmp_path / "c.yaml")}):
         assert host_hook(plain, env=env) is None, env

@@ -142,6 +142,30 @@ def _alive(pid):
     return True
 
 
+@pytest.mark.sqlite_only  # no store involved
+def test_a_command_that_floods_its_output_does_not_fill_the_runners_memory(tmp_path):
+    """A command's whole output was kept: ``yes`` grew a runner by ~400 MB a second until its
+    timeout (the OOM killer's way to stop every other sub-task). Now at most OUTPUT_LIMIT bytes
+    of each stream are kept; the rest is read and dropped, and the answer is the same."""
+    import resource
+    import subprocess
+
+    from scripts.memory.executors import base
+
+    size = 128 << 20
+    command = f"echo first; head -c {size} /dev/zero; echo last >&2; head -c {size} /dev/zero >&2"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    code, out, err = base.run_bounded(command, 60, "the command", shell=True, stderr=subprocess.PIPE)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert code == 0
+    assert len(out) < size and len(err) < size
+    assert (len(out), len(err)) == (base.OUTPUT_LIMIT, base.OUTPUT_LIMIT)
+    assert out.startswith(b"first\n") and err.startswith(b"last\n")
+    assert grown * 1024 < size  # far less than one stream's whole output
+    shell = make("shell", tmp_path, allow_shell=True)
+    assert shell.run(f"echo first; head -c {size} /dev/zero") == "exit 0: first"
+
+
 # -- http --------------------------------------------------------------------------
 
 @pytest.fixture

@@ -187,3 +187,40 @@ def test_detached_runner_end_to_end_and_the_sdk_stays_out_of_the_cli(api, db, tm
     row = wait_until(lambda: finished(job, db), timeout=30, what="anthropic runner")
     assert [(s["status"], s["result"]) for s in row["sub_tasks"]] == [("completed", "42 users")] * 2
     assert "executor anthropic, 2 sub-tasks" in open(out["log"]).read()
+
+
+BACKTRACK = '''
+import json, sys, threading, time
+from scripts.memory.executors import Context, Failed
+from scripts.memory.executors.anthropic_api import Tools
+
+workdir = sys.argv[1]
+tools = Tools(workdir)
+tools.time_left = Context(job_id="abc123", workdir=workdir, deadline=time.time() + 2).time_left  # a sub-task's
+ticks = []
+ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.01)) for _ in range(50)], daemon=True)
+ticker.start()
+try:
+    out = tools.grep("(a+)+$")
+except Failed as exc:
+    out = f"Failed: {exc}"
+ticker.join(10)
+after = Tools(workdir)  # the deadline above has passed
+print(json.dumps({"backtracking": out, "ticks": len(ticks), "words": after.grep(r"def \\w+"),
+                  "text": after.grep("main")}))
+'''
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_a_pattern_that_backtracks_for_ever_stops_at_the_deadline_and_holds_nothing_else(tmp_path):
+    """``(a+)+$`` against a line of a's once ran in the runner, holding the GIL for ever: no other
+    sub-task, no deadline, no signal handler could run. It now runs apart and is killed in time.
+    The subprocess's timeout only fails the test when it hangs."""
+    (tmp_path / "f.txt").write_text("a" * 64 + "!\ndef main():\n")
+    proc = subprocess.run([sys.executable, "-c", BACKTRACK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["backtracking"].startswith("Failed: grep timed out after")
+    assert out["ticks"] == 50  # another thread ran while it searched
+    assert out["words"] == "f.txt:2: def main():" and out["text"] == "f.txt:2: def main():"

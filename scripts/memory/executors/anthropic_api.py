@@ -24,17 +24,19 @@ import importlib.util
 import io
 import os
 import re
+import sys
 import threading
 import time
 
 from .. import prompts
 from ..config import model_id
-from .base import Answer, Executor as _Base, Failed, retry_pause, unavailable
+from .base import Answer, Executor as _Base, Failed, retry_pause, run_bounded, unavailable
 from .files import Refused, Root
 
 MAX_READ = 16_000
 MAX_GREP_LINES = 60
 MAX_LIST = 200
+GREP_TIMEOUT = 30.0  # seconds a grep whose pattern repeats may take, in its own process
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}  # overloaded, rate-limited, or a passing server error
 
 SYSTEM = (
@@ -65,10 +67,12 @@ class ToolRefused(Exception):
 
 
 class Tools:
-    """The read-only tools, confined to ``root`` by ``files.Root``: checked on each file as it is opened."""
+    """The read-only tools, confined to ``root`` by ``files.Root``: checked on each file as it is opened.
+    ``time_left`` is the sub-task's ``Context.time_left`` (None: no deadline)."""
 
-    def __init__(self, root):
+    def __init__(self, root, time_left=None):
         self.root = Root(root)
+        self.time_left = time_left
 
     def call(self, name, args) -> str:
         if not isinstance(args, dict):
@@ -91,12 +95,34 @@ class Tools:
         return text + (f"\n[cut at {MAX_READ} bytes; read on with offset {offset + MAX_READ}]" if len(data) > MAX_READ else "")
 
     def grep(self, pattern, path=None) -> str:
+        """Search ``pattern`` (a regular expression; text that is not one is searched as text).
+
+        Python's ``re`` holds the GIL for a whole match, and a pattern that
+        repeats can backtrack for ever (``(a+)+$``): in this process it would
+        stop every other sub-task and the deadline itself. Such a pattern is
+        searched in a process of its own, killed at ``GREP_TIMEOUT`` or the
+        deadline (``run_bounded``); one without repetition, whose match
+        costs at most its length per character, is searched here.
+        """
         if not isinstance(pattern, str) or not pattern:
             raise ToolRefused("grep needs a pattern")
-        try:
-            regex = re.compile(pattern)
-        except re.error:
-            regex = re.compile(re.escape(pattern))
+        if "\x00" in pattern or "\x00" in (path or ""):
+            raise ToolRefused("grep: a pattern or path may not hold a NUL character")
+        regex = _compile(pattern)
+        if _repeats(regex):
+            return self._grep_apart(pattern, path)
+        return self._grep(regex, path)
+
+    def _grep_apart(self, pattern, path) -> str:
+        timeout = self.time_left(GREP_TIMEOUT) if self.time_left else GREP_TIMEOUT
+        argv = [sys.executable, "-I", "-c", _GREP_APART, _ROOT, self.root.path, pattern, path or ""]
+        code, out, _ = run_bounded(argv, timeout, "grep")
+        text = out.decode("utf-8", "replace")
+        if code == 0:
+            return text
+        raise ToolRefused(text if code == 2 else f"grep failed (exit {code})")
+
+    def _grep(self, regex, path=None) -> str:
         hits = []
         walk = self.root.walk(path or ".")
         try:
@@ -121,6 +147,54 @@ class Tools:
         shown = [name + "/" if is_dir else name for name, is_dir in entries[:MAX_LIST]]
         more = f"\n[{len(entries) - MAX_LIST} more]" if len(entries) > MAX_LIST else ""
         return ("\n".join(shown) or "(empty)") + more
+
+
+def _compile(pattern):
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return re.compile(re.escape(pattern))
+
+
+_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT", "GROUPREF", "GROUPREF_EXISTS"}
+
+
+def _repeats(regex) -> bool:
+    """True when ``regex`` repeats something or refers back to a group: what can backtrack for ever."""
+    try:
+        from re import _parser as parser
+    except ImportError:  # before Python 3.11
+        import sre_parse as parser
+    todo = [parser.parse(regex.pattern, regex.flags)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, parser.SubPattern):
+            for op, value in item:
+                if str(op) in _REPEATS:
+                    return True
+                todo.append(value)
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return False
+
+
+# ``Tools._grep_apart``: the grep tool in a process of its own; its answer, or (exit 2) its refusal, on stdout.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_GREP_APART = ("import sys; sys.path.insert(0, sys.argv[1]); "
+               "from scripts.memory.executors.anthropic_api import grep_main; sys.exit(grep_main(*sys.argv[2:]))")
+
+
+def grep_main(root, pattern, path) -> int:
+    """What ``_GREP_APART`` runs: ``Tools(root)._grep`` with the answer, or the refusal, on stdout."""
+    code = 0
+    try:
+        text = Tools(root)._grep(_compile(pattern), path or None)
+    except (ToolRefused, Refused) as exc:
+        text, code = str(exc), 2
+    except OSError as exc:
+        text, code = f"error: {exc.strerror or exc}", 2
+    sys.stdout.buffer.write(text.encode("utf-8", "replace"))
+    return code
 
 
 def _block(block) -> dict:
@@ -181,7 +255,7 @@ class Executor(_Base):
 
     def run(self, query: str, task=None) -> str:
         s = self.ctx.settings
-        tools = Tools(self.ctx.workdir)
+        tools = Tools(self.ctx.workdir, self.ctx.time_left)
         files = [self.ctx.relative(f) for f in self.ctx.files]
         messages = [{"role": "user", "content": prompts.instruction(query, files)}]
         system = SYSTEM.format(workdir=self.ctx.workdir)

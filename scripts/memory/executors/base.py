@@ -135,6 +135,7 @@ _GUARD = [sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.
 # the guard kills it at the timeout, so this only matters when the guard cannot act.
 GUARD_SLACK = 5.0
 GUARD_POLL = 0.5  # seconds between two looks at a running command's guard (see _communicate)
+OUTPUT_LIMIT = 4 << 20  # bytes kept of a command's stdout, and of its stderr (see _communicate)
 
 
 def run_bounded(command, timeout: float, what: str, *, shell: bool = False, **popen) -> tuple:
@@ -221,34 +222,53 @@ def _kill_group(pgid) -> None:
 
 
 def _communicate(proc, limit: float) -> tuple:
-    """``proc.communicate()`` within ``limit`` seconds (``TimeoutExpired`` after), looking at the
-    guard every ``GUARD_POLL`` seconds: a guard killed from outside (SIGKILL) cannot end its group,
-    whose processes would hold the pipes open and work on, so its group is killed here and then."""
+    """``(stdout, stderr)`` of ``proc`` once it has exited, within ``limit`` seconds
+    (``TimeoutExpired`` after), like ``proc.communicate()`` but with two bounds:
+
+    - at most ``OUTPUT_LIMIT`` bytes of each stream are kept; the rest is read and dropped, so a
+      command that floods its output (``yes``) cannot fill this process's memory;
+    - the guard is looked at every ``GUARD_POLL`` seconds: a guard killed from outside (SIGKILL)
+      cannot end its group, whose processes would hold the pipes open and work on, so its group
+      is killed here and then.
+    """
+    import selectors
     import subprocess
 
     end = time.monotonic() + limit
-    while True:
-        try:
-            return proc.communicate(timeout=max(0.0, min(GUARD_POLL, end - time.monotonic())))
-        except subprocess.TimeoutExpired:
+    kept = {pipe: bytearray() for pipe in (proc.stdout, proc.stderr) if pipe is not None}
+    with selectors.DefaultSelector() as selector:
+        for pipe in kept:
+            selector.register(pipe, selectors.EVENT_READ)
+        while selector.get_map():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, limit)
+            for key, _ in selector.select(min(GUARD_POLL, left)):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                buf = kept[key.fileobj]
+                buf += chunk[:max(0, OUTPUT_LIMIT - len(buf))]
             if proc.poll() is not None and proc.returncode < 0:
                 _kill_group(proc.pid)
-            if time.monotonic() >= end:
-                raise
+    for pipe in kept:
+        pipe.close()
+    proc.wait(timeout=max(0.0, end - time.monotonic()))
+    return (bytes(kept[proc.stdout]) if proc.stdout else None, bytes(kept[proc.stderr]) if proc.stderr else None)
 
 
-def _drain(proc) -> tuple:
-    """What a killed guard's pipes still hold; a pipe held open by a process that left the group is given up."""
+def _drain(proc) -> None:
+    """Wait for a killed guard, reading (and dropping) what its pipes still hold for a while; a pipe
+    held open by a process that left the group is given up."""
     import subprocess
 
     try:
-        return proc.communicate(timeout=GUARD_SLACK)
+        _communicate(proc, GUARD_SLACK)
     except subprocess.TimeoutExpired:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         proc.wait()
-        return b"", b""
 
 
 def first_line(text: str) -> str:
