@@ -23,7 +23,7 @@ import pytest
 
 from tests.fakes.fake_anthropic import system_text
 from tests.host import scenario
-from tests.host.claude_cli import ROOT, claude_binary
+from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available
 
 RUN_TIMEOUT = 180
 BUDGET_PER_SUBTASK = 600
@@ -36,14 +36,6 @@ pytestmark = pytest.mark.sqlite_only
 
 
 
-def _netns_available() -> bool:
-    try:
-        return subprocess.run(["unshare", "-n", "--", "ip", "link", "set", "lo", "up"],
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     claude = claude_binary()
@@ -54,17 +46,10 @@ def run(tmp_path_factory):
     no_extras = base / "requirements-none.txt"
     no_extras.write_text("# the e2e run prepares no optional packages (tests/test_hooks.py covers that)\n")
     # A clean environment: nothing of the test process (BRAIN_DB above all) leaks in.
-    env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8",
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"), "CLAUDE_CODE_TMPDIR": str(tmp), "TMPDIR": str(tmp),
-        "ANTHROPIC_API_KEY": "dummy", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1", "DISABLE_BUG_COMMAND": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "BRAIN_HOOK_DEBUG": "1", "BRAIN_HOOK_RECORD": str(out / "payloads"),
-        "BRAIN_REQUIREMENTS_FILE": str(no_extras),
-    }
+    env = isolated_env(home, tmp, BRAIN_HOOK_DEBUG="1", BRAIN_HOOK_RECORD=str(out / "payloads"),
+                       BRAIN_REQUIREMENTS_FILE=str(no_extras))
     (base / "env.json").write_text(json.dumps(env))
-    netns = _netns_available()
+    netns = netns_available()
     if not netns:
         print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--plugin-dir", str(ROOT),

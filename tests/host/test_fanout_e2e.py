@@ -35,7 +35,7 @@ import pytest
 
 from tests.fakes.fake_anthropic import system_text
 from tests.host import fanout_scenario as scenario
-from tests.host.claude_cli import ROOT, claude_binary
+from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available
 
 N = 50
 OVERLOADED = (3, 4)
@@ -43,14 +43,6 @@ BUDGET_PER_SUBTASK = 80  # bytes of orchestrator context per sub-task, everythin
 RUN_TIMEOUT = 900  # only a hang gets near it
 
 pytestmark = pytest.mark.sqlite_only  # the host run keeps its own store in its isolated HOME
-
-
-def _netns_available() -> bool:
-    try:
-        return subprocess.run(["unshare", "-n", "--", "ip", "link", "set", "lo", "up"],
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def hook_approves(command, env) -> bool:
@@ -90,22 +82,17 @@ def run(tmp_path_factory):
     no_extras = base / "requirements-none.txt"
     no_extras.write_text("# the run prepares no optional packages\n")
     # A clean environment (nothing of the test process leaks in); `claude` on PATH, as for a user.
-    env = {
-        "PATH": f"{claude.parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(home), "LANG": "C.UTF-8",
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"), "CLAUDE_CODE_TMPDIR": str(tmp), "TMPDIR": str(tmp),
-        "ANTHROPIC_API_KEY": "dummy", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1", "DISABLE_BUG_COMMAND": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "BRAIN_HOOK_DEBUG": "1", "BRAIN_REQUIREMENTS_FILE": str(no_extras),
+    env = isolated_env(
+        home, tmp, PATH=f"{claude.parent}{os.pathsep}{os.environ['PATH']}",
+        BRAIN_HOOK_DEBUG="1", BRAIN_REQUIREMENTS_FILE=str(no_extras),
         # Left alone, the CLI retries a 529 up to ten times over minutes; bounded, it gives
         # up after three tries and the executor's own retry is what gets the answer.
-        "CLAUDE_CODE_MAX_RETRIES": str(scenario.CLI_MAX_RETRIES),
-    }
+        CLAUDE_CODE_MAX_RETRIES=str(scenario.CLI_MAX_RETRIES))
     (base / "env.json").write_text(json.dumps(env))
     hook_env = dict(env, CLAUDE_PLUGIN_ROOT=str(ROOT), CLAUDE_PLUGIN_DATA=str(base / "hook-probe"))
     allowed, left = allowed_tools(hook_env)
     store = home / ".brain" / "jobs.db"  # the one store of sessions and terminals
-    netns = _netns_available()
+    netns = netns_available()
     if not netns:
         print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--cwd", str(project),
