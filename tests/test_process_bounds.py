@@ -93,13 +93,18 @@ def assert_all_gone(groups, late):
     assert list(late.iterdir()) == []  # nobody is left who could write them
 
 
+def dispatch_shell(queries, db, cwd):
+    """A job of ``queries`` dispatched to a detached shell runner: ``(job, its runner's {pid, log})``."""
+    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries, db=db)
+    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return job, dispatch_event(job, db)["runner"]
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_killed_runner_takes_its_commands_and_their_grandchildren_with_it(commands, db, tmp_path, how):
     queries, marks, late, groups = commands
-    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries, db=db)
-    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    runner = dispatch_event(job, db)["runner"]
+    job, runner = dispatch_shell(queries, db, tmp_path)
     running_groups(marks, 2, groups)
     assert os.getpgid(runner["pid"]) not in groups  # the runner is not in its commands' groups
 
@@ -175,10 +180,7 @@ def test_a_runner_killed_with_its_whole_process_group_takes_its_commands_with_it
     """``kill -9 -- -PGID`` on the runner's group kills the runner and all that group holds at once:
     the guards are not in it, so they live to end their commands' groups."""
     queries, marks, late, groups = commands
-    job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, queries, db=db)
-    proc = cli("job", "dispatch", job, "--executor", "shell", "--allow-shell", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    runner = dispatch_event(job, db)["runner"]
+    job, runner = dispatch_shell(queries, db, tmp_path)
     running_groups(marks, 2, groups)
 
     os.killpg(os.getpgid(runner["pid"]), signal.SIGKILL)
