@@ -51,7 +51,7 @@ def _argparse():
         def _check_value(self, action, value):
             try:
                 super()._check_value(action, value)
-            except argparse.ArgumentError as exc:
+            except argparse.ArgumentError:
                 close = _closest(value, action.choices)
                 if close is None:
                     raise
