@@ -76,8 +76,8 @@ def test_installed_it_runs_and_brings_no_scripts_package(wheel, tmp_path):
     assert probe.returncode != 0 and "No module named 'scripts'" in probe.stderr
 
     brain = env_dir / "bin" / "brain"
-    created = subprocess.run([str(brain), "job", "create", "-q", "--distributed", "--subtask", "a",
-                              "--subtask", "b"], cwd=away, env=env, capture_output=True, text=True, timeout=60)
+    created = subprocess.run([str(brain), "job", "create", "-q", "--distributed", "--ttl", "300", "--prompt", "p",
+                              "--subtask", "a", "--subtask", "b"], cwd=away, env=env, capture_output=True, text=True, timeout=60)
     assert created.returncode == 0, created.stderr
     job = created.stdout.strip()
     api = subprocess.run(
