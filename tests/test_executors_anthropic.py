@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from brain_jobs import config, jobs, runner
+from brain_jobs import config, jobs, paths, runner
 from tests.fakes.fake_anthropic import FakeAnthropic, error, message, text, tool_results, tool_use
 from tests.test_runner_support import finished, wait_until
 
-ROOT = runner.ROOT
+ROOT = paths.PACKAGE_PARENT
 
 
 @pytest.fixture
