@@ -27,7 +27,7 @@ def _seed(db, n_jobs, environ):
     (the store's settings come from ``environ``, as the reporters' do)."""
     code = (
         "import json, sys\n"
-        "from scripts.memory import jobs\n"
+        "from brain_jobs import jobs\n"
         "db, n = sys.argv[1], int(sys.argv[2])\n"
         "ids = [jobs.create_job_with_subtasks(3600, {'prompt': 'contended'},"
         " [f'GET /api/{i}' for i in range(1, 17)], db=db) for _ in range(n)]\n"
@@ -89,7 +89,7 @@ def _check(rows, n_jobs):
 def _verify(target, job_ids):
     code = (
         "import json, sys\n"
-        "from scripts.memory import jobs\n"
+        "from brain_jobs import jobs\n"
         "rows = [jobs.get_job(j, db=sys.argv[1]) for j in json.loads(sys.stdin.read())]\n"
         "print(json.dumps([{'history': r['history'], 'sub_tasks': r['sub_tasks']} for r in rows]))\n"
     )
@@ -176,8 +176,8 @@ def postgres_available():
         import psycopg
     except ImportError:
         return "psycopg is not installed"
-    if not os.path.exists(os.path.join(ROOT, "scripts", "memory", "store", "postgres.py")):
-        return "brain has no PostgreSQL store yet (scripts/memory/store/postgres.py)"
+    if not os.path.exists(os.path.join(ROOT, "brain_jobs", "store", "postgres.py")):
+        return "brain has no PostgreSQL store yet (brain_jobs/store/postgres.py)"
     try:
         psycopg.connect(postgres_url(), connect_timeout=3).close()
     except psycopg.Error as exc:

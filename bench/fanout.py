@@ -32,7 +32,7 @@ GOAL = 2.0  # report on 1,000 sub-tasks / report on 10
 
 
 def run(rounds=5, reports_per_round=5, sizes=SIZES, synchronous="FULL"):
-    from scripts.memory import jobs
+    from brain_jobs import jobs
 
     previous = os.environ.get("BRAIN_SYNCHRONOUS")
     os.environ["BRAIN_SYNCHRONOUS"] = synchronous  # read when the store opens

@@ -69,7 +69,7 @@ class _Peak:
 
 
 def _ours(n, tmp):
-    from scripts.memory import config, jobs, runner
+    from brain_jobs import config, jobs, runner
 
     db = os.path.join(tmp, f"brain-{time.monotonic_ns()}.db")
     haystack = os.path.join(tmp, "haystack.txt")

@@ -19,7 +19,7 @@ GOAL = 2.5  # x the real interpreter's `-c pass`
 
 def _seed(db, reports_needed):
     """Jobs of 16 dispatched sub-tasks: one ``(job, sub, agent)`` per update run, and a job to read."""
-    from scripts.memory import jobs
+    from brain_jobs import jobs
 
     slots = []
     while len(slots) < reports_needed:

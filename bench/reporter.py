@@ -19,8 +19,8 @@ import time
 
 
 def _api(order):
-    from scripts.memory import jobs
-    from scripts.memory.errors import BrainError
+    from brain_jobs import jobs
+    from brain_jobs.errors import BrainError
 
     db = order["db"]
     jobs.get_job(order["jobs"][0], db=db)  # open the store before the clock starts

@@ -20,7 +20,7 @@ PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if PLUGIN_ROOT not in sys.path:
     sys.path.insert(0, PLUGIN_ROOT)
 
-from scripts.memory.paths import private_dirs  # noqa: E402  (re-exported for the hooks)
+from brain_jobs.paths import private_dirs  # noqa: E402  (re-exported for the hooks)
 
 LOG_LIMIT = 1_000_000  # bytes; the log is rotated once to hooks.log.1 past this
 

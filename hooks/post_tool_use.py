@@ -18,8 +18,8 @@ def handle(payload: dict):
     host_agent_id = response.get("agentId") if isinstance(response, dict) else None
     if not host_agent_id:
         return None
-    from scripts.memory import jobs, prompts
-    from scripts.memory.errors import BrainError
+    from brain_jobs import jobs, prompts
+    from brain_jobs.errors import BrainError
 
     found = jobs.parse_subtask_prompt(tool_input.get("prompt"))
     if not found:

@@ -37,8 +37,8 @@ import re
 import stat
 
 from hooklib import PLUGIN_ROOT, data_dir, debug, run
-from scripts.memory.prompts import WORKER_AGENT
-from scripts.memory.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
+from brain_jobs.prompts import WORKER_AGENT
+from brain_jobs.vocabulary import HOST  # after hooklib, which puts the plugin root on sys.path
 
 OWN_BIN = os.path.join(PLUGIN_ROOT, "bin", "brain")
 MAX_COMMAND = 8192  # characters; longer commands are not read at all (a create with many --subtask fits)
@@ -209,7 +209,7 @@ def turned_off() -> bool:
 def approved_launch(tool_input):
     """``(job_id, sub_task_id)`` when ``tool_input`` launches the plugin's worker agent with
     a prompt that dispatch issued for a sub-task running now, else None."""
-    from scripts.memory import jobs, prompts
+    from brain_jobs import jobs, prompts
 
     if not isinstance(tool_input, dict) or tool_input.get("subagent_type") != prompts.WORKER_AGENT:
         return None

@@ -72,7 +72,7 @@ def handle(payload: dict):
         log(f"session_start: cannot make {data} private: {exc}")
     python, notice = environment.ensure(data)
 
-    from scripts.memory import jobs, paths, render
+    from brain_jobs import jobs, paths, render
 
     names = {"BRAIN_PYTHON": python}
     if not (os.environ.get("BRAIN_DB") or os.environ.get("BRAIN_DATABASE_URL")):

@@ -44,7 +44,7 @@ def _load(path) -> list:
 
 def unread_jobs(session_id: str) -> list:
     """Jobs dispatched in ``session_id`` that are finished but whose result was not read."""
-    from scripts.memory import jobs, state
+    from brain_jobs import jobs, state
 
     found = []
     for row in jobs.list_jobs(include_finished=True):
@@ -62,7 +62,7 @@ def ensure_launcher() -> None:
     once, but its SessionStart runs only in the next session: without this,
     a person at a terminal would not find ``brain`` after that first session.
     """
-    from scripts.memory import paths
+    from brain_jobs import paths
 
     home = paths.brain_home()
     if os.path.exists(os.path.join(home, "bin", "brain")):
@@ -87,7 +87,7 @@ def handle(payload: dict):
         return None
     private_dirs(os.path.dirname(path))
     write_private(path, json.dumps(reminded + [row["job_id"] for row in pending]))
-    from scripts.memory.render import printable  # the reminder reaches the agent's prompt
+    from brain_jobs.render import printable  # the reminder reaches the agent's prompt
 
     ids = printable(" ".join(row["job_id"] for row in pending))
     commands = printable("; ".join(f"brain job consolidate {row['job_id']} --json" for row in pending))

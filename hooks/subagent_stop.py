@@ -41,8 +41,8 @@ def _prompt_from_transcript(path):
 
 
 def handle(payload: dict):
-    from scripts.memory import jobs, prompts
-    from scripts.memory.errors import BrainError
+    from brain_jobs import jobs, prompts
+    from brain_jobs.errors import BrainError
 
     host_agent_id = payload.get("agent_id")
     found = jobs.find_subtask_by_agent(host_agent_id) if host_agent_id else None

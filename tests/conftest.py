@@ -31,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.memory import clock, jobs  # noqa: E402
+from brain_jobs import clock, jobs  # noqa: E402
 
 BRAIN = ROOT / "scripts" / "brain"
 _HOST_VARS = ("BRAIN_DB", "BRAIN_DATABASE_URL", "BRAIN_CONFIG", "BRAIN_NOW", "CLAUDE_PLUGIN_DATA",
@@ -63,7 +63,7 @@ TIERS = {
         "test_hooks.py", "test_plugin_manifest.py", "test_seed_flow.py", "test_demo.py",
         "test_approval.py", "test_files.py", "test_full_disk.py", "test_limits.py", "test_session_store.py",
         "host/test_claude_code_e2e.py", "host/test_marketplace_install.py", "host/test_fanout_e2e.py",
-        "host/test_interactive_tmux.py", "test_text_safety.py",
+        "host/test_interactive_tmux.py", "test_text_safety.py", "test_packaging.py",
     ),
 }
 UNLISTED_TIER = "integration"  # until TIERS names the file (test_unit_tiers.py fails meanwhile)
@@ -274,8 +274,8 @@ def brain():
 
 def store_snapshot(target=None):
     """Every job row, through the storage contract, for 'nothing changed' assertions."""
-    from scripts.memory.paths import default_target
-    from scripts.memory.store import open_store
+    from brain_jobs.paths import default_target
+    from brain_jobs.store import open_store
 
     store = open_store(str(target) if target else default_target())
     try:

@@ -574,7 +574,7 @@ def test_the_worker_definition_spells_approved_reports(data, bash_argv):
 
 def test_every_approved_option_is_one_the_cli_defines():
     """The hook's option lists are checked against the one definition of the command line (argparse)."""
-    from scripts.memory import cli
+    from brain_jobs import cli
 
     parser = cli.build_parser()
     job = next(a for a in parser._actions if a.dest == "area").choices["job"]

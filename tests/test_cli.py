@@ -9,7 +9,7 @@ import sys
 
 
 from conftest import BRAIN, ROOT
-from scripts.memory import jobs, prompts
+from brain_jobs import jobs, prompts
 
 
 def create(brain, *subtasks, ttl=300):
@@ -309,7 +309,7 @@ def test_create_quiet_prints_only_the_bare_id_for_scripts(brain, tmp_path):
 
 
 def test_the_help_examples_need_no_grep_p(brain):
-    from scripts.memory import cli
+    from brain_jobs import cli
 
     help_text = brain.ok("job", "--help")
     assert "grep -P" not in cli.EPILOG and "grep -oP" not in cli.EPILOG and "grep -oP" not in help_text

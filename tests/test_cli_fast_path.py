@@ -10,8 +10,8 @@ import itertools
 
 import pytest
 
-from scripts.memory import cli
-from scripts.memory.errors import InvalidInput
+from brain_jobs import cli
+from brain_jobs.errors import InvalidInput
 
 pytestmark = pytest.mark.sqlite_only  # no store involved: run once
 

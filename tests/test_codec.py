@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from scripts.memory import codec, jobs
+from brain_jobs import codec, jobs
 
 pytestmark = pytest.mark.sqlite_only  # about this process's codec, not a backend
 
@@ -30,7 +30,7 @@ def test_a_busy_process_switches_to_orjson_at_its_second_write(db):
 
 def test_a_one_shot_report_never_imports_orjson(db):
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a"], db=db)
-    code = ("import sys; from scripts.memory import cli; "
+    code = ("import sys; from brain_jobs import cli; "
             f"rc = cli.main(['job', 'update', '{job}', 'sub_1', '--status', 'completed', '--result', 'r']); "
             "print(rc, 'orjson' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)

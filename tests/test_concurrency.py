@@ -7,11 +7,11 @@ import sys
 import textwrap
 
 from conftest import BRAIN, ROOT
-from scripts.memory import jobs
+from brain_jobs import jobs
 
 REPORTER = textwrap.dedent('''\
     import sys
-    from scripts.memory.jobs import update_subtask_status
+    from brain_jobs.jobs import update_subtask_status
     job_id, k, jobs_ = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
     for j in jobs_:
         update_subtask_status(j, f"sub_{k}", "running", agent_id=f"w{k}")

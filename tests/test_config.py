@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from scripts.memory import config, jobs
-from scripts.memory.errors import InvalidInput
+from brain_jobs import config, jobs, paths
+from brain_jobs.errors import InvalidInput
 from tests.test_runner_support import LocalHTTP, cli, dispatch_event, finished, wait_until
 
 pytestmark = pytest.mark.sqlite_only  # settings, not storage
@@ -121,9 +121,9 @@ def test_malformed_yaml_is_a_clear_error_with_the_line(brain, db):
 
 
 def test_yaml_is_imported_only_when_a_file_exists(tmp_path):
-    probe = ("import sys; from scripts.memory import config; config.resolve(); "
+    probe = ("import sys; from brain_jobs import config; config.resolve(); "
              "print('yaml' in sys.modules)")
-    env = dict(os.environ, PYTHONPATH=str(config.__file__).rsplit("/scripts/", 1)[0])
+    env = dict(os.environ, PYTHONPATH=paths.PACKAGE_PARENT)
     run = lambda: subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                                  timeout=30).stdout.strip()
     assert run() == "False"

@@ -21,10 +21,10 @@ import threading
 import pytest
 
 from conftest import BRAIN, ROOT
-from scripts.memory import config, executors, jobs
-from scripts.memory.errors import InvalidInput
-from scripts.memory.executors import Context, Failed, files
-from scripts.memory.executors.anthropic_api import Tools
+from brain_jobs import config, executors, jobs
+from brain_jobs.errors import InvalidInput
+from brain_jobs.executors import Context, Failed, files
+from brain_jobs.executors.anthropic_api import Tools
 from tests.test_runner_support import finished, wait_until
 
 SECRET = "root:x:0:0:TOPSECRET"
@@ -229,9 +229,9 @@ def test_a_symlink_swapped_in_during_reads_is_never_followed_out(world, swapped,
 CHILD = textwrap.dedent('''\
     import json, resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a read of /dev/zero for ever stops here
-    from scripts.memory import config, executors
-    from scripts.memory.executors import Context
-    from scripts.memory.executors.anthropic_api import Tools
+    from brain_jobs import config, executors
+    from brain_jobs.executors import Context
+    from brain_jobs.executors.anthropic_api import Tools
 
     workdir, tree = sys.argv[1], sys.argv[2]
     def attempt(call):
@@ -293,9 +293,9 @@ def test_fifos_sockets_and_devices_are_skipped_without_blocking(tmp_path, workdi
 
 SWAP_AFTER_CHECK = textwrap.dedent('''\
     import json, os, sys
-    from scripts.memory import config, executors
-    from scripts.memory.executors import Context, files
-    from scripts.memory.executors.anthropic_api import Tools
+    from brain_jobs import config, executors
+    from brain_jobs.executors import Context, files
+    from brain_jobs.executors.anthropic_api import Tools
 
     work, outside = sys.argv[1], sys.argv[2]
     path, spare = os.path.join(work, "x"), os.path.join(work, "x.new")

@@ -24,8 +24,8 @@ import pytest
 
 from conftest import BRAIN, ROOT, run_brain, store_snapshot
 from test_runner_support import wait_until
-from scripts.memory import clock, jobs
-from scripts.memory.errors import StoreError
+from brain_jobs import clock, jobs
+from brain_jobs.errors import StoreError
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.sqlite_only
 WRITER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
-    from scripts.memory import jobs
+    from brain_jobs import jobs
     mode, db, job = sys.argv[1:4]
     jobs.store_for(db)
     os.write(1, b"ready\\n")

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from conftest import BRAIN, store_snapshot
-from scripts.memory import jobs, validate
-from scripts.memory.errors import InvalidInput
+from brain_jobs import jobs, validate
+from brain_jobs.errors import InvalidInput
 
 
 def create(*args, cwd=None, input=None):

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import BRAIN, store_snapshot
-from scripts.memory import codec, jobs, pool, validate
+from brain_jobs import codec, jobs, pool, validate
 from tests.test_runner_support import cli, finished, wait_until
 
 
@@ -126,7 +126,7 @@ def write_data(db, job_id, text):
         return
     import psycopg
 
-    from scripts.memory.store.postgres import split_url
+    from brain_jobs.store.postgres import split_url
 
     url, schema = split_url(db)
     with psycopg.connect(url, autocommit=True, options=f"-c search_path={schema}") as conn:

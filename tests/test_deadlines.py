@@ -9,9 +9,9 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs, state
-from scripts.memory.clock import epoch, iso
-from scripts.memory.errors import InvalidTransition
+from brain_jobs import jobs, state
+from brain_jobs.clock import epoch, iso
+from brain_jobs.errors import InvalidTransition
 
 SEED_KEYS = {"job_id", "total_tasks", "completed", "failed", "results", "consolidated_at"}
 
@@ -300,7 +300,7 @@ def test_the_host_starts_every_subtask_at_dispatch(db, fake_clock):
 
 
 def test_a_pool_claim_is_a_start(db, fake_clock):
-    from scripts.memory import pool
+    from brain_jobs import pool
 
     job = new_job(db, n=2)
     pool.queue_job(job, "grep", timeout=20, db=db)

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from scripts.memory import config, executors, jobs, runner
-from scripts.memory.executors import Context, Failed
-from scripts.memory.errors import InvalidInput
+from brain_jobs import config, executors, jobs, runner
+from brain_jobs.executors import Context, Failed
+from brain_jobs.errors import InvalidInput
+from tests.conftest import BRAIN
 from tests.test_runner_support import LocalHTTP, cli, finished, wait_until
 
 
@@ -150,7 +151,7 @@ def test_a_command_that_floods_its_output_does_not_fill_the_runners_memory(tmp_p
     import resource
     import subprocess
 
-    from scripts.memory.executors import base
+    from brain_jobs.executors import base
 
     size = 128 << 20
     command = f"echo first; head -c {size} /dev/zero; echo last >&2; head -c {size} /dev/zero >&2"
@@ -411,7 +412,7 @@ def test_a_worker_that_reports_itself_keeps_its_report(stand_in, db, tmp_path, m
 import re, subprocess, sys
 prompt = sys.argv[sys.argv.index("-p") + 1]
 job, sub, agent = re.search(r"brain job update (\\w+) (sub_\\d+) --agent-id (\\S+)", prompt).groups()
-subprocess.run([{sys.executable!r}, {str(runner.ROOT / 'scripts' / 'brain')!r}, "job", "update", job, sub,
+subprocess.run([{sys.executable!r}, {str(BRAIN)!r}, "job", "update", job, sub,
                 "--agent-id", agent, "--status", "completed", "--result", "reported by the worker"], check=True)
 print('{{"type": "result", "is_error": false, "result": "a longer final message", "total_cost_usd": 0.25, '
       '"usage": {{"input_tokens": 9, "output_tokens": 3}}}}')

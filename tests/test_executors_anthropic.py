@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from scripts.memory import config, jobs, runner
+from brain_jobs import config, jobs, paths, runner
 from tests.fakes.fake_anthropic import FakeAnthropic, error, message, text, tool_results, tool_use
 from tests.test_runner_support import finished, wait_until
 
-ROOT = runner.ROOT
+ROOT = paths.PACKAGE_PARENT
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_detached_runner_end_to_end_and_the_sdk_stays_out_of_the_cli(api, db, tm
     api.responder = lambda req: text("42 users")
     job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["users", "posts"], db=db)
     # Dispatch through cli.main in a fresh interpreter, then ask it whether it imported the SDK.
-    probe = ("import sys; from scripts.memory import cli; rc = cli.main(sys.argv[1:]); "
+    probe = ("import sys; from brain_jobs import cli; rc = cli.main(sys.argv[1:]); "
              "print('SDK imported' if 'anthropic' in sys.modules else 'SDK not imported', file=sys.stderr); "
              "sys.exit(rc)")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -191,8 +191,8 @@ def test_detached_runner_end_to_end_and_the_sdk_stays_out_of_the_cli(api, db, tm
 
 BACKTRACK = '''
 import json, sys, threading, time
-from scripts.memory.executors import Context, Failed
-from scripts.memory.executors.anthropic_api import Tools
+from brain_jobs.executors import Context, Failed
+from brain_jobs.executors.anthropic_api import Tools
 
 workdir = sys.argv[1]
 tools = Tools(workdir)

@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from conftest import BRAIN, run_brain
-from scripts.memory import jobs, runner
-from scripts.memory.store import sqlite as sqlite_store
+from brain_jobs import jobs, runner
+from brain_jobs.store import sqlite as sqlite_store
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -171,7 +171,7 @@ def test_the_checks_cost_a_few_stats_and_no_import(store):
     """The report path opens a store in every process: the checks are path lookups
     (``lstat``), never a subprocess, an import or an open of the store file."""
     path, _ = store
-    code = ("import sys; from scripts.memory.store.sqlite import SQLiteStore;"
+    code = ("import sys; from brain_jobs.store.sqlite import SQLiteStore;"
             "before = set(sys.modules); SQLiteStore(sys.argv[1]).close();"
             "print(sorted(set(sys.modules) - before))")
     out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=BRAIN.parent.parent, capture_output=True,
@@ -204,7 +204,7 @@ def test_a_busy_sqlite_lock_is_not_blamed_on_another_program():
 
 HOLDER = """
 import sys
-from scripts.memory.store.sqlite import SQLiteStore
+from brain_jobs.store.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 with store.write():
     print("holding", flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BRAIN, PG_URL, store_snapshot
-from scripts.memory import jobs
+from brain_jobs import jobs
 
 READS = {
     "subtasks": lambda j: ("job", "subtasks", j["overdue"], "--json"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.memory import jobs
+from brain_jobs import jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = ROOT / "hooks"

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs, vocabulary
-from scripts.memory.errors import InvalidInput, InvalidTransition, NotFound
+from brain_jobs import jobs, vocabulary
+from brain_jobs.errors import InvalidInput, InvalidTransition, NotFound
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from a superseded worker is refused *and* recorded, so the only change is one
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import jobs
-from scripts.memory.errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
+from brain_jobs import jobs
+from brain_jobs.errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
 
 
 def agents(out):

@@ -12,11 +12,11 @@ import sqlite3
 
 import pytest
 
-from scripts.memory import jobs
-from scripts.memory.errors import Refused
-from scripts.memory.store import layout
-from scripts.memory.store import sqlite as sqlite_store
-from scripts.memory.store.sqlite import MIGRATIONS, _migration_1
+from brain_jobs import jobs
+from brain_jobs.errors import Refused
+from brain_jobs.store import layout
+from brain_jobs.store import sqlite as sqlite_store
+from brain_jobs.store.sqlite import MIGRATIONS, _migration_1
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -245,7 +245,7 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
     the same bytes."""
     import random
 
-    from scripts.memory.errors import BrainError
+    from brain_jobs.errors import BrainError
 
     rng = random.Random(20261129)
     stores = {kind: str(tmp_path / f"{kind}.db") for kind in ("slots", "rewritten", "compact")}

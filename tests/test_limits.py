@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from conftest import ROOT, store_snapshot
-from scripts.memory import cli
-from scripts.memory.validate import MAX_SUBTASKS
+from brain_jobs import cli
+from brain_jobs.validate import MAX_SUBTASKS
 
 pytestmark = pytest.mark.sqlite_only
 
 COUNT = """
 import json, sys
-from scripts.memory import cli
+from brain_jobs import cli
 rc = cli.main(json.loads(sys.stdin.read()))
 print(rc, "argparse" in sys.modules)
 """

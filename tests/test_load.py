@@ -10,13 +10,13 @@ import sys
 import textwrap
 
 from conftest import BRAIN, ROOT
-from scripts.memory import jobs
+from brain_jobs import jobs
 
 # One worker on one job: claims (running), then completes, each of its sub-tasks.
 WORKER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from scripts.memory import jobs
+    from brain_jobs import jobs
     db, job = sys.argv[1:3]
     for pair in sys.argv[3:]:
         sub, agent = pair.split("=")

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from conftest import PG_URL, ROOT, postgres_url, store_snapshot
-from scripts.memory import clock, jobs, pool
-from scripts.memory.errors import InvalidInput, StoreBusy, StoreError
-from scripts.memory.store import open_store
-from scripts.memory.store.postgres import MIGRATIONS, split_url
+from brain_jobs import clock, jobs, pool
+from brain_jobs.errors import InvalidInput, StoreBusy, StoreError
+from brain_jobs.store import open_store
+from brain_jobs.store.postgres import MIGRATIONS, split_url
 
 pytestmark = pytest.mark.postgres_only
 
@@ -114,7 +114,7 @@ def test_psql_sees_the_state_as_json(pg, db):
 def test_migrations_are_recorded_and_concurrent_opens_of_a_fresh_schema_agree(tmp_path):
     schema = f"brain_t_mig_{os.getpid()}_{time.monotonic_ns() % 10**8}"
     url = postgres_url(schema)
-    script = "import sys; from scripts.memory.store import open_store; open_store(sys.argv[1]).close()"
+    script = "import sys; from brain_jobs.store import open_store; open_store(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script, url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
              for _ in range(8)]
     errors = [p.communicate(timeout=60)[1] for p in procs]
@@ -148,7 +148,7 @@ def test_schemas_are_isolated_and_the_cli_takes_database_url(brain, db):
 
 def test_a_missing_driver_says_how_to_install_it(db):
     code = ("import sys; sys.modules['psycopg'] = None\n"
-            "from scripts.memory.cli import main\n"
+            "from brain_jobs.cli import main\n"
             "sys.exit(main(['job', 'list']))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -238,7 +238,7 @@ def test_wait_wakes_on_a_commit_from_another_process(db):
     try:
         assert store.wait(5) is True  # starts listening
         assert store.wait(0.3) is False  # nothing committed: it returns when its timeout ends
-        script = ("import sys; from scripts.memory import jobs; "
+        script = ("import sys; from brain_jobs import jobs; "
                   "jobs.create_job(60, {'prompt': 'p'}, db=sys.argv[1])")
         woke = {}
 
@@ -274,7 +274,7 @@ def test_a_program_writing_the_table_directly_wakes_waiting_workers(pg, db):
 def test_the_notify_channel_of_a_long_schema_name_matches_the_trigger(monkeypatch):
     import psycopg
 
-    from scripts.memory.store.postgres import channel_for
+    from brain_jobs.store.postgres import channel_for
 
     schema = "s" * 60
     url = postgres_url(schema)

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import BRAIN
-from scripts.memory import jobs, pool
+from brain_jobs import jobs, pool
 from tests.test_runner_support import cli, dispatch_event, finished, wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process groups from /proc")

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from scripts.memory import config, jobs, runner
-from scripts.memory.executors import base
+from brain_jobs import config, jobs, runner
+from brain_jobs.executors import base
 from tests.fakes.fake_anthropic import FakeAnthropic, error, text
 
 pytestmark = pytest.mark.sqlite_only  # about the executors: the store only receives the reports

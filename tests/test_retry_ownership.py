@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_brain, store_snapshot
-from scripts.memory import jobs
-from scripts.memory.errors import InvalidTransition, Refused
+from brain_jobs import jobs
+from brain_jobs.errors import InvalidTransition, Refused
 
 
 def new_job(db, n=3, ttl=600):
@@ -258,7 +258,7 @@ def test_the_credential_works_for_the_runner_and_the_pool(db, brain, tmp_path):
     assert not re.search(r"[0-9a-f]{32}", log.read_text())
     # The pool: a claim hands out its credential, which works through the CLI (its public label
     # does not), and a `brain worker` reports the rest with the credentials of its claims.
-    from scripts.memory import pool
+    from brain_jobs import pool
 
     job = new_job(db, n=3)
     brain.ok("job", "dispatch", job, "--executor", "grep", "--pool", "--file", str(src / "app.py"))
@@ -330,7 +330,7 @@ def test_a_never_dispatched_subtask_has_no_owner_yet(db):
 def test_a_subtask_queued_for_a_pool_takes_no_report_until_a_worker_claims_it(db, brain):
     """A queued sub-task was pending with no owner, so any worker could complete it with any id
     (and the plugin approves such a report): only the claim's credential reports now."""
-    from scripts.memory import pool
+    from brain_jobs import pool
 
     job = new_job(db, n=2)
     brain.ok("job", "dispatch", job, "--executor", "grep", "--pool", "--file", "src/")

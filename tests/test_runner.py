@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from scripts.memory import config, executors, jobs, runner
-from scripts.memory.clock import iso
+from brain_jobs import config, executors, jobs, runner
+from brain_jobs.clock import iso
 from tests.test_runner_support import LocalHTTP, cli, dispatch_event, finished, wait_until
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from scripts.memory import jobs
+from brain_jobs import jobs
 
 
 def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):

@@ -1,17 +1,17 @@
 """Public seams and one vocabulary: no module of ours uses another's private name, and the words
 of brain-jobs (statuses, executor names, model aliases, the result limit and its truncation)
-are spelled in ``scripts/memory/vocabulary.py`` only."""
+are spelled in ``brain_jobs/vocabulary.py`` only."""
 
 import ast
 
 import pytest
 
 from conftest import ROOT
-from scripts.memory import cli, vocabulary
+from brain_jobs import cli, vocabulary
 
 pytestmark = pytest.mark.backends("memory")
 
-PACKAGE = ROOT / "scripts" / "memory"
+PACKAGE = ROOT / "brain_jobs"
 HOOKS = ROOT / "hooks"
 SOURCES = sorted(PACKAGE.rglob("*.py")) + sorted(HOOKS.glob("*.py"))
 HOOK_MODULES = {p.stem for p in HOOKS.glob("*.py")}  # the hooks import each other by bare name
@@ -27,7 +27,7 @@ def _ours(module, level, path):
     if level:
         return True
     module = module or ""
-    return module == "scripts.memory" or module.startswith("scripts.memory.") or (
+    return module == "brain_jobs" or module.startswith("brain_jobs.") or (
         path.parent == HOOKS and module in HOOK_MODULES)
 
 
@@ -83,7 +83,7 @@ def test_each_vocabulary_is_spelled_in_vocabulary_only():
         for line, words in string_collections(path)
         for name, vocab in WORDS.items() if words == vocab
     ]
-    assert not found, "import these from scripts/memory/vocabulary.py:\n" + "\n".join(found)
+    assert not found, "import these from brain_jobs/vocabulary.py:\n" + "\n".join(found)
 
 
 def test_the_result_limit_and_its_truncation_are_defined_once():

@@ -138,7 +138,7 @@ def test_the_plugin_data_dir_is_private_even_when_the_host_made_it(host, tmp_pat
     hook("session_start", recorded("session_start.json", TMP="/tmp"), env=env)
     # A finished, unread job dispatched in the session makes the Stop hook write its session file.
     session = recorded("stop.json", TMP="/tmp")["session_id"]
-    code = ("import sys; from scripts.memory import jobs;"
+    code = ("import sys; from brain_jobs import jobs;"
             "j = jobs.create_job_with_subtasks(60, {'prompt': 'p'}, ['a']);"
             "call = jobs.dispatch_job(j, session_id=sys.argv[1])['agent_calls'][0];"
             "credential = jobs.parse_subtask_prompt(call['prompt'])[2];"

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from conftest import ROOT
-from scripts.memory import jobs, paths
-from scripts.memory.store import COLUMNS
-from scripts.memory.store.sqlite import MIGRATIONS, SQLiteStore
+from brain_jobs import jobs, paths
+from brain_jobs.store import COLUMNS
+from brain_jobs.store.sqlite import MIGRATIONS, SQLiteStore
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -121,7 +121,7 @@ def test_a_store_created_by_the_seed_schema_is_adopted(db):
 def test_a_report_imports_no_heavy_module(db):
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["q"], db=db)
     code = (
-        "import sys; from scripts.memory import cli;"
+        "import sys; from brain_jobs import cli;"
         f"rc = cli.main(['job', 'update', '{job}', 'sub_1', '--status', 'completed', '--result', 'r']);"
         "rc |= cli.main(['job', 'subtasks', '{job}']);".replace("{job}", job) +
         "heavy = [m for m in ('anthropic', 'yaml', 'psycopg', 'filelock', 'httpx', 'orjson') if m in sys.modules];"

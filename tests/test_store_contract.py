@@ -13,13 +13,13 @@ import time
 import pytest
 
 from conftest import ROOT
-from scripts.memory import state
-from scripts.memory.clock import iso
-from scripts.memory.errors import StoreBusy, StoreError
-from scripts.memory.store import contract, open_store
-from scripts.memory.store.memory import MemoryStore
-from scripts.memory.store.postgres import PostgresStore
-from scripts.memory.store.sqlite import SQLiteStore
+from brain_jobs import state
+from brain_jobs.clock import iso
+from brain_jobs.errors import StoreBusy, StoreError
+from brain_jobs.store import contract, open_store
+from brain_jobs.store.memory import MemoryStore
+from brain_jobs.store.postgres import PostgresStore
+from brain_jobs.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.backends("memory", "sqlite", "postgres")
 
@@ -90,7 +90,7 @@ def test_an_open_store_and_its_transaction_are_the_protocols(open_):
 @pytest.mark.backends("memory")  # reads the source, once
 def test_the_protocols_name_every_method_the_job_logic_calls():
     """Every ``store.X`` / ``tx.X`` call above the stores is a method of the contract."""
-    sources = [*(ROOT / "scripts" / "memory").glob("*.py"), *(ROOT / "hooks").glob("*.py")]
+    sources = [*(ROOT / "brain_jobs").glob("*.py"), *(ROOT / "hooks").glob("*.py")]
     called = {"store": set(), "tx": set()}
     for path in sources:
         text = path.read_text()

@@ -15,7 +15,7 @@ import unicodedata
 import pytest
 
 from conftest import BRAIN
-from scripts.memory import jobs, pool, render
+from brain_jobs import jobs, pool, render
 from tests.test_hooks import data, hook, recorded  # noqa: F401 -- ``data`` is a fixture
 from tests.test_runner_support import cli, dispatch_event, finished, wait_until
 

@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import clock, jobs
-from scripts.memory.errors import Expired, InvalidInput, NotFound
+from brain_jobs import clock, jobs
+from brain_jobs.errors import Expired, InvalidInput, NotFound
 
 
 def test_expires_at_is_created_at_plus_ttl(fake_clock):

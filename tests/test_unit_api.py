@@ -11,9 +11,9 @@ import re
 import pytest
 
 from conftest import store_snapshot
-from scripts.memory import cli, jobs, state
-from scripts.memory.clock import iso
-from scripts.memory.errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
+from brain_jobs import cli, jobs, state
+from brain_jobs.clock import iso
+from brain_jobs.errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
 
 pytestmark = pytest.mark.backends("memory")
 

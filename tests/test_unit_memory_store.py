@@ -3,10 +3,10 @@ shares with the real stores are in tests/test_store_contract.py."""
 
 import pytest
 
-from scripts.memory import jobs, state
-from scripts.memory.errors import InvalidInput, StoreError
-from scripts.memory.store import open_store
-from scripts.memory.store.memory import MemoryStore
+from brain_jobs import jobs, state
+from brain_jobs.errors import InvalidInput, StoreError
+from brain_jobs.store import open_store
+from brain_jobs.store.memory import MemoryStore
 
 pytestmark = pytest.mark.backends("memory")
 

@@ -11,10 +11,10 @@ import re
 
 import pytest
 
-from scripts.memory import jobs, pool, state
-from scripts.memory.clock import iso
-from scripts.memory.errors import InvalidInput, InvalidTransition, Refused
-from scripts.memory.worker import Worker
+from brain_jobs import jobs, pool, state
+from brain_jobs.clock import iso
+from brain_jobs.errors import InvalidInput, InvalidTransition, Refused
+from brain_jobs.worker import Worker
 
 pytestmark = pytest.mark.backends("memory")
 

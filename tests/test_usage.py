@@ -8,8 +8,8 @@ had reported itself, and keeps the consolidation's totals right.
 
 import pytest
 
-from scripts.memory import config, executors, jobs, pool, runner, worker
-from scripts.memory.errors import InvalidInput
+from brain_jobs import config, executors, jobs, pool, runner, worker
+from brain_jobs.errors import InvalidInput
 
 
 def create(db, queries, n=None):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 
-from scripts.memory import jobs, state, watch
+from brain_jobs import jobs, state, watch
 from tests.conftest import BRAIN
 from tests.test_runner_support import wait_until
 from tests.test_watch import _as_in_a_terminal, dispatched, report, start, waiting_job

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from scripts.memory import clock, jobs, watch
+from brain_jobs import clock, jobs, watch
 from tests.conftest import BRAIN
 from tests.test_runner_support import wait_until
 

@@ -18,12 +18,12 @@ import time
 import pytest
 
 from conftest import BRAIN, ROOT
-from scripts.memory import jobs, pool
-from scripts.memory.errors import InvalidInput, InvalidTransition, Refused
+from brain_jobs import jobs, pool
+from brain_jobs.errors import InvalidInput, InvalidTransition, Refused
 
 EXECUTOR = textwrap.dedent('''\
     import os, time
-    from scripts.memory.executors import Executor, Failed
+    from brain_jobs.executors import Executor, Failed
 
     class Scripted(Executor):
         name = "scripted"
@@ -312,7 +312,7 @@ def test_worker_usage_errors(brain):
 
 
 def test_watch_sleeps_until_a_commit_instead_of_polling(monkeypatch):
-    from scripts.memory import watch
+    from brain_jobs import watch
 
     job = jobs.create_job_with_subtasks(600, {"prompt": "p"}, ["a"])
     reads, woken = [], []
@@ -406,7 +406,7 @@ def write_with_sql(db, job_id, column, value):
     """Overwrite one column of a job with plain SQL, as another program (or an older version) could."""
     if "://" in db:
         import psycopg
-        from scripts.memory.store.postgres import split_url
+        from brain_jobs.store.postgres import split_url
 
         libpq_url, schema = split_url(db)
         cast = "::jsonb" if column in ("sub_tasks", "history", "data") else ""

@@ -1,1 +1,1 @@
-"""The job store, its Python API (:mod:`scripts.memory.jobs`) and the ``brain`` command line."""
+"""The seed's import path; the code is the ``brain_jobs`` package (see ``jobs.py`` here)."""

@@ -254,7 +254,7 @@ def context_bytes(run) -> dict:
 
 # What the orchestrating agent pays per sub-task: the dispatch output it reads,
 # the Agent call inputs it writes and the consolidate output it reads. The
-# launch prompt is a pointer (scripts/memory/prompts.py); with full
+# launch prompt is a pointer (brain_jobs/prompts.py); with full
 # instructions in every prompt this was about 850 bytes per sub-task.
 def test_context_economy_budget(run, job):
     spent = context_bytes(run)

@@ -39,9 +39,10 @@ from pathlib import Path
 
 from .. import prompts
 from ..config import model_id
+from ..paths import PACKAGE_PARENT
 from .base import Answer, Executor as _Base, Failed, first_line, retry_pause, run_bounded, sum_usage, unavailable
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(PACKAGE_PARENT)
 TOOLS = "Read,Grep,Glob,Bash"
 ALLOWED_TOOLS = "Bash(brain job update:*)"
 # What a Claude Code session puts in its Bash tool's environment to mark the

@@ -7,7 +7,7 @@ to a log file under ``runners/`` next to the store), dispatches the job
 through the ordinary API with the runner's pid and log in the history
 event, sends the runner its work order on stdin and returns.
 
-The runner (``python -m scripts.memory.runner``) runs the sub-tasks in
+The runner (``python -m brain_jobs.runner``) runs the sub-tasks in
 threads, at most ``concurrency`` at once, and reports each one through
 ``jobs.update_subtask_status`` with the identity dispatch gave it, like
 any worker. A sub-task waits for a free thread without timing out: its
@@ -31,17 +31,15 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from . import clock, executors, jobs, render, validate
 from .clock import epoch, now_iso
 from .errors import BrainError, OperationalError
 from .executors.base import stop_commands
-from .paths import default_target, private_dirs
+from .paths import PACKAGE_PARENT, default_target, private_dirs
 from .pool import describe
 from .vocabulary import DEFAULT_MODEL
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def log_dir(db=None) -> str:
@@ -112,10 +110,10 @@ def launch(job_id, executor, *, settings, model=DEFAULT_MODEL, files=None, timeo
     order = _prepare(job_id, executor, settings, model, files, allow_shell, workdir, db)
     log_path, log_fd = _open_log(order["job_id"], order["db"])
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.memory.runner"], stdin=subprocess.PIPE, stdout=log_fd,
+            [sys.executable, "-m", "brain_jobs.runner"], stdin=subprocess.PIPE, stdout=log_fd,
             stderr=subprocess.STDOUT, cwd=order["workdir"], env=env, start_new_session=True, close_fds=True,
         )
     finally:

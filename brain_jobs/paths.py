@@ -14,6 +14,11 @@ virtualenv, logs and session state.
 
 import os
 
+# The directory that holds the ``brain_jobs`` package: the plugin root (with ``bin/``,
+# ``agents/`` and ``hooks/``) in a checkout or an installed plugin; site-packages after
+# ``pip install``, where those are absent and their users fall back (see executors.claude_code).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
 
 def brain_home() -> str:
     """``~/.brain``: the default store, runner logs for a database URL, and the ``brain`` launcher."""

@@ -4,7 +4,7 @@ For tests of code built on brain-jobs, and for brain-jobs' own unit tests:
 every ``jobs`` and ``pool`` function takes ``db="memory://NAME"``, and
 ``open_store("memory://NAME")`` opens one directly::
 
-    from scripts.memory import jobs
+    from brain_jobs import jobs
 
     job = jobs.create_job_with_subtasks(60, {"prompt": "p"}, ["a", "b"], db="memory://t")
     jobs.update_subtask_status(job, "sub_1", "completed", "ok", db="memory://t")

@@ -1,7 +1,7 @@
 """Input validation: every limit the design promises, in one place.
 
 Each function returns the normalised value or raises
-:class:`~scripts.memory.errors.InvalidInput` with a message that names the
+:class:`~brain_jobs.errors.InvalidInput` with a message that names the
 limit. Nothing here touches the store, so a refused input changes nothing.
 """
 

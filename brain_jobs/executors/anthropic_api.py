@@ -30,6 +30,7 @@ import time
 
 from .. import prompts
 from ..config import model_id
+from ..paths import PACKAGE_PARENT
 from .base import Answer, Executor as _Base, Failed, retry_pause, run_bounded, unavailable
 from .files import Refused, Root
 
@@ -115,7 +116,7 @@ class Tools:
 
     def _grep_apart(self, pattern, path) -> str:
         timeout = self.time_left(GREP_TIMEOUT) if self.time_left else GREP_TIMEOUT
-        argv = [sys.executable, "-I", "-c", _GREP_APART, _ROOT, self.root.path, pattern, path or ""]
+        argv = [sys.executable, "-I", "-c", _GREP_APART, PACKAGE_PARENT, self.root.path, pattern, path or ""]
         code, out, _ = run_bounded(argv, timeout, "grep")
         text = out.decode("utf-8", "replace")
         if code == 0:
@@ -179,9 +180,8 @@ def _repeats(regex) -> bool:
 
 
 # ``Tools._grep_apart``: the grep tool in a process of its own; its answer, or (exit 2) its refusal, on stdout.
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _GREP_APART = ("import sys; sys.path.insert(0, sys.argv[1]); "
-               "from scripts.memory.executors.anthropic_api import grep_main; sys.exit(grep_main(*sys.argv[2:]))")
+               "from brain_jobs.executors.anthropic_api import grep_main; sys.exit(grep_main(*sys.argv[2:]))")
 
 
 def grep_main(root, pattern, path) -> int:
