@@ -208,8 +208,10 @@ class Policy:
 
     def stopped(self, tasks, killed, reason) -> list:
         """``tasks`` were still in flight at a stop (``killed`` commands killed); return the
-        reports to store for them, ``(task, status, result, usage)``."""
-        return []
+        reports to store for them, ``(task, status, result, usage)``. By default each is failed
+        with ``stop_text``; a policy that hands them on instead (the worker releases them to the
+        pool) returns none."""
+        return [(task, "failed", self.stop_text(reason), None) for task in tasks]
 
     def reported(self, task, status, error) -> None:
         """A report was stored (``error`` None) or refused (``error``)."""

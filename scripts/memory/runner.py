@@ -202,7 +202,7 @@ class _Policy(engine.Policy):
     def stopped(self, tasks, killed, reason) -> list:
         log(f"runner {os.getpid()}: {reason}: stopping {len(tasks)} unfinished sub-task(s), "
             f"{killed} command(s) killed")
-        return [(task, "failed", self.stop_text(reason), None) for task in tasks]
+        return super().stopped(tasks, killed, reason)
 
 
 def _report(order, task, status, result) -> bool:
