@@ -274,3 +274,15 @@ def test_context_makes_file_paths_absolute_from_the_working_directory(tmp_path):
     ctx = engine.context("j", workdir=str(tmp_path), files=["a.txt", "sub/../b.txt", "/etc/hosts"], allow_shell=1)
     assert ctx.files == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "/etc/hosts"]
     assert ctx.allow_shell is True and ctx.settings == {} and ctx.deadline is None
+
+
+def test_one_shell_opt_in_message_whichever_opt_in_is_missing(db, tmp_path):
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["true"], db=db)
+    refusals = []
+    for refuse in (lambda: pool.queue_job(job, "shell", db=db),  # dispatch --pool
+                   lambda: executors.create("shell", engine.context(job, workdir=str(tmp_path))).check(),  # headless
+                   lambda: Worker("shell", workdir=str(tmp_path), db=db).check()):  # brain worker
+        with pytest.raises(InvalidInput) as refused:
+            refuse()
+        refusals.append(str(refused.value))
+    assert len(set(refusals)) == 1 and "--allow-shell" in refusals[0] and "brain worker" in refusals[0], refusals
