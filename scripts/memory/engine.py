@@ -313,13 +313,12 @@ class Engine:
         try:
             if self._halted or self.stop.reason is not None:
                 return  # stays in flight: the stop decides what becomes of it
-            if not self.holds(task) or not self.policy.owns(task):
-                outcome = None  # given back before its turn, or no longer ours: not run
-            else:
+            if self.holds(task) and self.policy.owns(task):  # else given back before its turn, or no longer ours
                 at = clock.now()
                 limit = self._limit(task, at)
                 with self._lock:
-                    self._limits[self.key(task)] = limit
+                    if self._flight.get(self.key(task)) is task:
+                        self._limits[self.key(task)] = limit
                 if self.policy.record_starts:
                     self._events.put(("start", task, at))
                 outcome = attempt(self.source, task, limit, self.log, name)
@@ -384,9 +383,9 @@ class Engine:
         with self._lock:
             overdue = [(k, limit) for k, limit in self._limits.items()
                        if limit is not None and now > limit + OVERDUE_GRACE]
-            left = [(self._flight.pop(k), limit) for k, limit in overdue]
             for k, _ in overdue:
                 del self._limits[k]
+            left = [(self._flight.pop(k), limit) for k, limit in overdue if k in self._flight]
         for task, limit in left:
             self.log(f"{self.policy.name(task)}: still running past its deadline ({iso(limit)}): left behind, "
                      "the store times it out")
