@@ -42,8 +42,9 @@ def queue_job(job_id, executor, model=DEFAULT_MODEL, files=None, timeout=None, a
     """
     pool = pool_name(executor)
     if pool == "shell" and not allow_shell:
-        raise InvalidInput("the shell executor runs each sub-task query as a shell command: "
-                           "add --allow-shell to this dispatch to opt in (its workers must opt in too)")
+        from .executors.shell_command import OPT_IN  # only here: it imports subprocess
+
+        raise InvalidInput(OPT_IN)
     if timeout is not None:
         timeout = validate.positive_int(timeout, "timeout (seconds)")
     files = [validate.query(str(f)) for f in files] if files else None

@@ -4,19 +4,21 @@
     brain worker --executor grep --concurrency 4        # on every machine that reaches the store
 
 The main thread claims sub-tasks (``pool.claim``), at most ``concurrency``
-at once; a thread of its own renews their leases every third of the lease,
-so a slow claim never delays a renewal. One thread per claimed sub-task
-runs the executor and reports the result with the identity the claim gave
-it, like any worker. When nothing is claimable the main thread sleeps in
-``jobs.wait_for_commit``: on PostgreSQL a ``NOTIFY`` wakes it the moment
-anything is queued or finished; on SQLite it polls the file's data
-version. It also looks every ``poll`` seconds, because a lease that runs
-out (a dead worker) sends no notification.
+at once, and hands each to the execution engine (``engine``, which the
+headless runner uses too): one thread per claim runs the executor, and a
+recording thread stores the reports with the identity each claim gave,
+like any worker; reports that finish together go in one transaction per
+job. A thread of its own renews the leases every third of the lease, so a
+slow claim never delays a renewal. When nothing is claimable the main
+thread sleeps in ``jobs.wait_for_commit``: on PostgreSQL a ``NOTIFY``
+wakes it the moment anything is queued or finished; on SQLite it polls
+the file's data version. It also looks every ``poll`` seconds, because a
+lease that runs out (a dead worker) sends no notification.
 
 A job, whatever its stored content, cannot stop a worker: a row it cannot
 read or claim is logged once and passed over (``pool.claim``'s ``skip``).
-A sub-task whose executor is still busy ``OVERDUE_GRACE`` seconds past its
-deadline gives its slot back (the store has timed it out by then).
+A sub-task whose executor is still busy ``engine.OVERDUE_GRACE`` seconds
+past its deadline gives its slot back (the store has timed it out by then).
 
 SIGTERM or SIGINT: stop claiming, let running sub-tasks finish for up to
 ``grace`` seconds while still renewing their leases, then kill the commands
@@ -35,27 +37,23 @@ Executors are those of ``executors`` (``grep``, ``http``, ``shell``,
 import importlib
 import math
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 
-from . import executors, jobs, pool, render
-from .clock import epoch, now_iso
-from .errors import BrainError, InvalidInput
+from . import engine, executors, jobs, pool, render
+from .clock import now_iso
+from .errors import InvalidInput
 from .executors.base import stop_commands
 from .vocabulary import DEFAULT_MODEL
 
-SLICE = 0.25  # seconds: the longest a wait runs before looking at the stop flag
+SLICE = engine.SLICE  # seconds: the longest a wait runs before looking at the stop flag
 # The shortest settings a worker accepts. A lease is renewed every third of it, and a
 # renewal is a write that may wait for the store like any other; an idle look is a
 # claim, also a write, so polling faster than this only keeps the store busy.
 MIN_LEASE = 1.0
 MIN_POLL = 0.1
-# Seconds past a sub-task's deadline before its slot is given back while its executor
-# is still busy: the executor's own timeout (bounded by the deadline) normally ends it first.
-OVERDUE_GRACE = 2.0
 
 
 def resolve_executor(name):
@@ -70,6 +68,36 @@ def resolve_executor(name):
     if not (isinstance(cls, type) and issubclass(cls, executors.Executor)):
         raise InvalidInput(f"executor {name} is not an executors.Executor subclass")
     return cls
+
+
+class _Policy(engine.Policy):
+    """The worker's part of the engine: claims of any job, named with their job; a stop waits
+    ``grace`` seconds for running claims, then releases the rest back to the pool."""
+
+    shown = 80
+    thread_name = "brain-worker"
+    who = "worker"
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.grace = worker.grace
+
+    def stopped(self, tasks, killed, reason) -> list:
+        w = self.worker
+        w.log(f"{reason}: releasing {len(tasks)} sub-task(s)" + (f", {killed} command(s) killed" if killed else ""))
+        for claim in tasks:
+            try:
+                pool.release(claim["job_id"], claim["sub_task_id"], claim["agent_id"], self.stop_text(reason),
+                             db=w.db)
+            except Exception as exc:  # not ours any more, a store error, or an unreadable row
+                w.log(f"job {claim['job_id']} {claim['sub_task_id']}: not released: {pool.describe(exc)}")
+            else:
+                w.counts["released"] += 1
+                w.log(f"job {claim['job_id']} {claim['sub_task_id']}: released back to the pool")
+        return []
+
+    def reported(self, task, status, error) -> None:
+        self.worker.counts["not_stored" if error is not None else status] += 1
 
 
 class Worker:
@@ -90,23 +118,20 @@ class Worker:
         self.db = db
         self.stream = stream or sys.stderr
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self.active = {}  # (job_id, sub_task_id) -> claim
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "not_stored": 0, "released": 0}
         self.unreadable = {}  # job_id -> why its row cannot be read or claimed (see pool.claim)
-        self._lock = threading.Lock()
+        self.stop = engine.Stop()  # the signal that asked us to stop; ``again`` after a second one
+        self.engine = engine.Engine(engine.ExecutorPerTask(self.cls, self._context), _Policy(self), db=db,
+                                    log=self.log, stop=self.stop)
         self._log_lock = threading.Lock()
-        self._freed = threading.Event()
         self._done = threading.Event()  # tells the renewing thread to end
-        self._stop = None  # the signal that asked us to stop
-        self._hurry = False
 
     # -- the executor --------------------------------------------------------
 
     def _context(self, claim, deadline=None):
-        files = [os.path.normpath(os.path.join(self.workdir, os.path.expanduser(f))) for f in claim.get("files", ())]
-        return executors.Context(job_id=claim["job_id"], workdir=self.workdir, files=files,
-                                 model=claim.get("model", DEFAULT_MODEL), settings=self.settings, deadline=deadline,
-                                 db=self.db, allow_shell=self.allow_shell and claim.get("allow_shell", False))
+        return engine.context(claim["job_id"], workdir=self.workdir, files=claim.get("files"),
+                              model=claim.get("model", DEFAULT_MODEL), settings=self.settings, deadline=deadline,
+                              db=self.db, allow_shell=self.allow_shell and claim.get("allow_shell", False))
 
     def check(self) -> None:
         """Refuse to start where the executor cannot run (missing key, package, opt-in).
@@ -119,91 +144,33 @@ class Worker:
         finally:
             probe.close()
 
-    def _execute(self, claim):
-        deadline = epoch(claim["deadline"]) if claim.get("deadline") else None
-        executor = None
-        try:
-            executor = self.cls(self._context(claim, deadline))
-            executor.check()  # what this job gives it (files, the shell opt-in) may not do
-            answer = executor.run(claim["query"], claim)
-            return "completed", str(answer), getattr(answer, "usage", None)
-        except BrainError as exc:
-            return "failed", str(exc), None
-        except executors.Failed as exc:
-            return "failed", str(exc) or "failed", exc.usage
-        except Exception as exc:  # one sub-task's bug fails that sub-task, not the worker
-            return "failed", f"{type(exc).__name__}: {exc}", None
-        finally:
-            if executor is not None:
-                executor.close()
-
-    def _work(self, claim):
-        key = (claim["job_id"], claim["sub_task_id"])
-        try:
-            status, result, usage = self._execute(claim)
-            with self._lock:
-                given_back = self.active.get(key) is not claim
-            if given_back:  # released at shutdown, or left past its deadline: its report is not ours to make
-                self.log(f"job {key[0]} {key[1]}: finished after it was given back ({status}); not reported")
-                return
-            try:
-                # With its usage (what the executor measured it cost), as a runner reports.
-                (outcome,) = jobs.update_subtasks(claim["job_id"], [{
-                    "sub_task_id": claim["sub_task_id"], "status": status, "result": result,
-                    "agent_id": claim["agent_id"], "usage": usage}], db=self.db)
-                if isinstance(outcome, Exception):
-                    raise outcome
-            except Exception as exc:  # refused, a store error, or a row that cannot be read
-                self.counts["not_stored"] += 1
-                self.log(f"job {key[0]} {key[1]}: report not stored: {pool.describe(exc)}")
-            else:
-                self.counts[status] += 1
-                self.log(f"job {key[0]} {key[1]} {status}: {render.printable((result or '')[:80])}")
-        finally:
-            with self._lock:
-                if self.active.get(key) is claim:  # not a later claim of the same sub-task
-                    del self.active[key]
-            self._freed.set()
-
     # -- the main loop -----------------------------------------------------------
 
-    def log(self, message) -> None:
-        """One line on the worker's stream; untrusted text in ``message`` is neutralised here."""
+    def log(self, *messages) -> None:
+        """One line per message on the worker's stream; untrusted text in them is neutralised here."""
+        stamp = now_iso()
         with self._log_lock:
-            self.stream.write(f"{now_iso()} worker {self.id}: {render.printable(message)}\n")
+            self.stream.write("".join(f"{stamp} worker {self.id}: {render.printable(m)}\n" for m in messages))
             self.stream.flush()
-
-    def _on_signal(self, signum, frame):
-        if self._stop is not None:
-            self._hurry = True
-        self._stop = signum
 
     def _fill(self) -> bool:
         """Claim until every slot is busy (True) or nothing is claimable (False)."""
-        while self._stop is None and len(self.active) < self.concurrency:
+        while self.stop.reason is None and len(self.engine.running()) < self.concurrency:
             known = len(self.unreadable)
             claim = pool.claim(self.pool, self.id, self.lease, db=self.db, skip=self.unreadable)
             self._log_unreadable(known)
             if claim is None:
                 return False
             key = (claim["job_id"], claim["sub_task_id"])
-            with self._lock:
-                running = self.active.get(key)
-                if running is not None:
-                    # Our own lease ran out and we claimed our own sub-task again: it is
-                    # still running here, so it keeps running once, under the new identity.
-                    running.update(claim)
-                else:
-                    self.active[key] = claim
-            if running is not None:
+            if not self.engine.submit(claim):
+                # Our own lease ran out and we claimed our own sub-task again: it is
+                # still running here, so it keeps running once, under the new identity.
                 self.log(f"job {key[0]} {key[1]}: its lease had run out; still running here, now as "
                          f"{claim['agent_id']} (attempt {claim['attempt']})")
                 continue
             self.counts["claimed"] += 1
             self.log(f"job {key[0]} {key[1]}: claimed as {claim['label']} (attempt {claim['attempt']})")
-            threading.Thread(target=self._work, args=(claim,), daemon=True,
-                             name=f"brain-worker-{claim['sub_task_id']}").start()
-        return self._stop is None
+        return self.stop.reason is None
 
     def _log_unreadable(self, known) -> None:
         """One line for each job newly found unreadable (the dict keeps insertion order)."""
@@ -212,21 +179,20 @@ class Worker:
                      "this worker leaves it alone (brain job get / delete it)")
 
     def _renew(self) -> None:
-        with self._lock:
-            by_job = {}
-            for claim in self.active.values():
-                by_job.setdefault(claim["job_id"], {})[claim["sub_task_id"]] = claim["agent_id"]
+        by_job = {}
+        for claim in self.engine.running():
+            by_job.setdefault(claim["job_id"], {})[claim["sub_task_id"]] = claim["agent_id"]
         for job_id, leases in by_job.items():
             try:
                 lost = pool.renew(job_id, leases, self.lease, db=self.db)
             except Exception as exc:  # a store error or a row that cannot be read: next time
                 self.log(f"job {job_id}: lease not renewed: {pool.describe(exc)}")
                 continue
-            with self._lock:  # a sub-task that finished meanwhile is not "lost"
-                lost = [s for s in lost if self.active.get((job_id, s), {}).get("agent_id") == leases[s]]
+            held = {c["sub_task_id"]: c["agent_id"] for c in self.engine.running() if c["job_id"] == job_id}
             for sub_task_id in lost:
-                self.log(f"job {job_id} {sub_task_id}: no longer ours (timed out, cancelled or claimed again); "
-                         "its report will be refused")
+                if held.get(sub_task_id) == leases[sub_task_id]:  # a sub-task that finished meanwhile is not "lost"
+                    self.log(f"job {job_id} {sub_task_id}: no longer ours (timed out, cancelled or claimed again); "
+                             "its report will be refused")
 
     def _renewing(self) -> None:
         """The renewing thread: every third of the lease, whatever the main thread is doing."""
@@ -236,31 +202,16 @@ class Worker:
             except Exception as exc:  # this thread must outlive any one renewal
                 self.log(f"leases not renewed: {pool.describe(exc)}")
 
-    def _leave_overdue(self) -> None:
-        """Give back the slots of sub-tasks still busy ``OVERDUE_GRACE`` seconds past their deadline."""
-        now = time.time()
-        with self._lock:
-            overdue = [(key, claim) for key, claim in self.active.items()
-                       if claim.get("deadline") and now > epoch(claim["deadline"]) + OVERDUE_GRACE]
-            for key, _ in overdue:
-                del self.active[key]
-        for key, claim in overdue:
-            self.log(f"job {key[0]} {key[1]}: still running past its deadline ({claim['deadline']}): slot given "
-                     "back, the store times it out")
-
-    def _idle(self, seconds, until_freed=False, stopping=False) -> None:
-        """Sleep up to ``seconds``: until a commit (or a freed slot), a signal, or the time is up.
-
-        ``stopping``: already shutting down, so only a second signal cuts the sleep short.
-        """
+    def _idle(self, seconds, until_freed=False) -> None:
+        """Sleep up to ``seconds``: until a commit (or a freed slot), a signal, or the time is up."""
         end = time.monotonic() + seconds
-        while (self._stop is None) if not stopping else (not self._hurry):
+        while self.stop.reason is None:
             left = end - time.monotonic()
             if left <= 0:
                 return
             if until_freed:
-                if self._freed.wait(min(left, SLICE)):
-                    self._freed.clear()
+                if self.engine.freed.wait(min(left, SLICE)):
+                    self.engine.freed.clear()
                     return
             elif jobs.wait_for_commit(min(left, SLICE), db=self.db):
                 return
@@ -279,30 +230,37 @@ class Worker:
     def run(self) -> int:
         """Work until SIGTERM/SIGINT (or, with ``drain``, until the pool is empty); return the exit code."""
         self.check()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = self.stop.install()
+        recorder = threading.Thread(target=self.engine.record, daemon=True, name="brain-worker-record")
         try:
             self.log(f"executor {self.pool}, concurrency {self.concurrency}, lease {self.lease:g}s, "
                      f"poll {self.poll:g}s" + (", until the pool is empty" if self.drain else ""))
             jobs.wait_for_commit(0, db=self.db)  # listen before the first look, so no commit is missed
             threading.Thread(target=self._renewing, daemon=True, name="brain-worker-renew").start()
-            while self._stop is None:
+            recorder.start()
+            while self.stop.reason is None:
                 full = self._fill_safely()
-                self._leave_overdue()
-                if self.drain and not self.active and not full and self._pool_is_empty():
+                if self.drain and not self.engine.running() and not full and self._pool_is_empty():
                     self.log("the pool is empty: exiting")
                     break
                 self._idle(self.poll, until_freed=full)
-            if self._stop is not None:
-                self._shut_down()
+            running = len(self.engine.running())
+            if self.stop.reason is not None and running and not self.stop.again:
+                self.log(f"{self.stop.reason}: finishing {running} sub-task(s) for up to {self.grace:g}s "
+                         "(signal again to release them now)")
+            self.engine.close()
+            while recorder.is_alive():  # the grace, then the release (engine.Engine.record); signals still come
+                recorder.join(SLICE)
         except BaseException:
             stop_commands("worker crashed")  # its commands end with it (their guards would see it die too)
             raise
         finally:
             self._done.set()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            self.engine.close()
+            self.engine.shutdown()
+            self.stop.restore(previous)
         self.log("done: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.counts.items()))
-        return 130 if self._stop == signal.SIGINT else 0
+        return 130 if self.stop.reason == "SIGINT" else 0
 
     def _fill_safely(self) -> bool:
         try:
@@ -310,30 +268,6 @@ class Worker:
         except Exception as exc:  # a busy or unreachable store: say so, try again at the next look
             self.log(f"cannot claim now: {pool.describe(exc)}")
             return False
-
-    def _shut_down(self) -> None:
-        name = signal.Signals(self._stop).name
-        if self.active and not self._hurry:
-            self.log(f"{name}: finishing {len(self.active)} sub-task(s) for up to {self.grace:g}s "
-                     "(signal again to release them now)")
-            end = time.monotonic() + self.grace
-            while self.active and not self._hurry and time.monotonic() < end:
-                self._idle(end - time.monotonic(), until_freed=True, stopping=True)
-        with self._lock:  # out of ``active`` first: their threads then leave the reporting to us
-            left = list(self.active.values())
-            self.active.clear()
-        if left:
-            killed = stop_commands(f"worker stopped ({name})")
-            self.log(f"{name}: releasing {len(left)} sub-task(s)" + (f", {killed} command(s) killed" if killed else ""))
-        for claim in left:
-            try:
-                pool.release(claim["job_id"], claim["sub_task_id"], claim["agent_id"], f"worker stopped ({name})",
-                             db=self.db)
-            except Exception as exc:  # not ours any more, a store error, or an unreadable row
-                self.log(f"job {claim['job_id']} {claim['sub_task_id']}: not released: {pool.describe(exc)}")
-            else:
-                self.counts["released"] += 1
-                self.log(f"job {claim['job_id']} {claim['sub_task_id']}: released back to the pool")
 
 
 def _at_least(name, value, floor, why) -> float:

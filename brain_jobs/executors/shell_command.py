@@ -16,17 +16,21 @@ from ..errors import InvalidInput
 from .base import Executor as _Base, Failed, first_line, run_bounded
 
 
+# What a missing opt-in says, whichever is missing: a dispatch's (headless or to a pool) or a worker's.
+OPT_IN = ("the shell executor runs each sub-task query as a shell command: add --allow-shell to opt in "
+          "(to the dispatch, and to each brain worker that runs a pool's sub-tasks)")
+
+
 class Executor(_Base):
     name = "shell"
 
     def check(self):
         if not self.ctx.allow_shell:
-            raise InvalidInput("the shell executor runs each sub-task query as a shell command: "
-                               "add --allow-shell to this dispatch to opt in")
+            raise InvalidInput(OPT_IN)
 
     def run(self, query: str, task=None) -> str:
-        if not self.ctx.allow_shell:  # the runner re-checks: the opt-in travels with the order
-            raise Failed("shell executor not allowed (dispatch without --allow-shell)")
+        if not self.ctx.allow_shell:  # checked again here: the opt-in travels with the order
+            raise Failed("shell executor not allowed (no --allow-shell)")
         timeout = self.ctx.time_left(self.ctx.settings.get("shell_timeout", 30.0))
         code, out, _ = run_bounded(query, timeout, "the command", shell=True, cwd=self.ctx.workdir,
                                    stderr=subprocess.STDOUT)
