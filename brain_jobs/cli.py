@@ -217,7 +217,7 @@ def build_parser():
 
     w = top.add_parser("worker", help="run sub-tasks queued with `brain job dispatch --pool`, until stopped",
                        description="Claim sub-tasks queued for an executor's worker pool and run them, "
-                                   "extending each claim's lease while it runs. SIGTERM or Ctrl-C: finish "
+                                   "extending each claim's lease while it runs. SIGTERM, SIGHUP or Ctrl-C: finish "
                                    "within --grace, release the rest, exit.",
                        epilog=WORKER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
     w.set_defaults(func=commands.cmd_worker)

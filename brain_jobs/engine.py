@@ -161,7 +161,7 @@ def attempt(source, task, deadline, log, name):
 
 class Stop:
     """Why the engine is stopping: a signal's name (``reason``), or None; ``again`` after a second
-    signal. ``install`` makes SIGTERM and SIGINT set it."""
+    signal. ``install`` makes SIGTERM, SIGINT and SIGHUP set it."""
 
     def __init__(self):
         self.reason = None
@@ -174,10 +174,14 @@ class Stop:
         self.reason = signal.Signals(signum).name
 
     def install(self) -> dict:
-        """Handle SIGTERM and SIGINT (from the main thread only); return the handlers to put back."""
+        """Handle SIGTERM, SIGINT and SIGHUP (from the main thread only); return the handlers to put back.
+
+        SIGHUP too: a ``brain worker`` whose terminal closes, or a runner someone sends
+        it to, would otherwise die at once and leave its sub-tasks running until their
+        deadlines; handled, it stops like on SIGTERM."""
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        return {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     @staticmethod
     def restore(previous) -> None:

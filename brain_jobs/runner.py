@@ -16,7 +16,7 @@ start is recorded when a thread takes it up, and its deadline counts from
 then. A sub-task that raises fails alone. No work of the runner outlives it
 or its deadline: commands run under a guard (``executors.base.run_bounded``)
 that kills their whole process group at their timeout or when the runner
-dies, however it dies. SIGTERM or SIGINT kills the running commands and
+dies, however it dies. SIGTERM, SIGINT or SIGHUP kills the running commands and
 fails every unfinished sub-task with ``runner stopped (SIGTERM)``. If the
 runner is killed outright, its started sub-tasks are never reported and time
 out at their deadline; those still waiting fail when the job expires.
@@ -219,7 +219,7 @@ def run(order, stop=None) -> int:
 
     The tasks run in the execution engine (``engine``), at most
     ``settings.concurrency`` at once, their starts and reports stored in
-    batches. SIGTERM or SIGINT (caught here when called from the main
+    batches. SIGTERM, SIGINT or SIGHUP (caught here when called from the main
     thread) stops the run: running commands are killed with their process
     groups and every unfinished sub-task is reported failed with ``runner
     stopped (SIGTERM)``. A sub-task whose executor is still busy

@@ -20,7 +20,7 @@ read or claim is logged once and passed over (``pool.claim``'s ``skip``).
 A sub-task whose executor is still busy ``engine.OVERDUE_GRACE`` seconds
 past its deadline gives its slot back (the store has timed it out by then).
 
-SIGTERM or SIGINT: stop claiming, let running sub-tasks finish for up to
+SIGTERM, SIGINT or SIGHUP (its terminal closed): stop claiming, let running sub-tasks finish for up to
 ``grace`` seconds while still renewing their leases, then kill the commands
 still running (``executors.base.stop_commands``), release their sub-tasks
 back to the pool (pending, to be claimed again) and exit 0 (130 after
