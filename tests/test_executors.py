@@ -7,11 +7,14 @@ http runs against a real server on loopback; claude against a stand-in
 commands; grep reads real files. Every wait is bounded.
 """
 
+import io
 import json
 import os
+import random
 import re
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +24,7 @@ import pytest
 from brain_jobs import config, executors, jobs, runner
 from brain_jobs.executors import Context, Failed
 from brain_jobs.errors import InvalidInput
-from tests.conftest import BRAIN
+from tests.conftest import BRAIN, ROOT
 from tests.test_runner_support import LocalHTTP, cli, finished, wait_until
 
 
@@ -62,6 +65,50 @@ def test_grep_fails_on_a_missing_file_and_needs_files(tree):
         make("grep", tree, files=["nope.txt"]).run("users")
     with pytest.raises(InvalidInput, match="--file"):
         make("grep", tree).check()
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_grep_counts_as_bytes_count_does_line_by_line_whatever_the_chunk(monkeypatch):
+    """Read a piece at a time, the count and the first line are those of reading whole lines,
+    matches across two pieces and self-overlapping queries included."""
+    from brain_jobs.executors import grep_search
+
+    def whole_lines(data, needle):
+        count, first = 0, None
+        for lineno, line in enumerate(io.BytesIO(data), 1):
+            count += line.count(needle)
+            first = first or (lineno if needle in line else None)
+        return count, first
+
+    rng = random.Random(13)
+    for _ in range(2000):
+        monkeypatch.setattr(grep_search, "CHUNK", rng.choice([1, 2, 3, 5, 8, 64]))
+        data = bytes(rng.choice(b"aab\n") for _ in range(rng.randint(0, 200)))
+        needle = bytes(rng.choice(b"ab") for _ in range(rng.randint(1, 4)))
+        assert grep_search._count(io.BytesIO(data), needle) == whole_lines(data, needle), (data, needle)
+
+
+@pytest.mark.sqlite_only  # no store involved
+def test_grep_reads_a_file_of_one_endless_line_in_bounded_memory(tmp_path):
+    """A 192 MB file with no newline (a minified bundle, a runaway log) is searched without
+    holding it in memory: the process's peak stays far below the file's size."""
+    size = 192 << 20
+    with open(tmp_path / "one-line.txt", "wb") as f:
+        block = b"x" * (1 << 20)
+        for _ in range(size // len(block) - 1):
+            f.write(block)
+        f.write(b"x" * ((1 << 20) - 6) + b"needle")
+    probe = ("import resource, sys; from brain_jobs import config, executors; "
+             "ctx = executors.Context(job_id='abc123', workdir=sys.argv[1], files=[sys.argv[1] + '/one-line.txt'], "
+             "settings=config.resolve({})); "
+             "print(executors.create('grep', ctx).run('needle')); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    answer, peak_kb = proc.stdout.splitlines()
+    assert answer == "1 match in 1 file, first: one-line.txt:1"
+    assert int(peak_kb) * 1024 < size // 3, f"peak RSS {int(peak_kb) // 1024} MB for a {size >> 20} MB line"
 
 
 def test_grep_uses_the_jobs_data_files_through_the_cli(tree, brain, db):

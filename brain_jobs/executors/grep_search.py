@@ -19,12 +19,47 @@ from .files import Refused, Root
 
 MAX_FILES = 10_000
 _BINARY_PROBE = 8192
+CHUNK = 1 << 20  # bytes read at a time
 
 
 def _is_binary(f) -> bool:
     head = f.read(_BINARY_PROBE)
     f.seek(0)
     return b"\x00" in head
+
+
+def _count(f, needle: bytes) -> "tuple[int, int | None]":
+    """How many times ``needle`` occurs in ``f`` (as ``bytes.count`` counts, line by line),
+    and the line of the first. A line is read ``CHUNK`` bytes at a time at most, so a file
+    of one endless line costs no more memory than any other.
+
+    A query holds no newline (``validate``), so a match never spans lines; one that spans
+    two pieces of a long line is found in the bytes carried over from the first piece.
+    """
+    count, first, lineno = 0, None, 0
+    carry, in_line = b"", False  # the long line's bytes where a match may still go on
+    step = max(1, len(needle))
+    while True:
+        piece = f.readline(CHUNK)
+        if not piece:
+            return count, first
+        if not in_line:
+            lineno += 1
+        ends = piece.endswith(b"\n")
+        if not in_line and ends:  # the common case: a whole line at once
+            n = piece.count(needle)
+        else:  # a piece of a long line: find the matches one by one to know where the last ends
+            text, n, at = carry + piece, 0, 0
+            while True:
+                i = text.find(needle, at)
+                if i < 0:
+                    break
+                n, at = n + 1, i + step
+            carry = b"" if ends else text[max(at, len(text) - step + 1):]
+        in_line = not ends
+        if n:
+            count += n
+            first = first or lineno
 
 
 class Executor(_Base):
@@ -81,15 +116,12 @@ class Executor(_Base):
                     if _is_binary(f):
                         continue
                     searched += 1
-                    hit = False
-                    for lineno, line in enumerate(f, 1):
-                        n = line.count(needle)
-                        if n:
-                            matches += n
-                            hit = True
-                            if first is None:
-                                first = f"{entry.path}:{lineno}"
-                    files_hit += hit
+                    n, lineno = _count(f, needle)
+                    if n:
+                        matches += n
+                        files_hit += 1
+                        if first is None:
+                            first = f"{entry.path}:{lineno}"
             except OSError as exc:
                 unreadable.append(f"{entry.path} ({exc.strerror})")
         tail = f"; unreadable: {', '.join(unreadable)}" if unreadable else ""
