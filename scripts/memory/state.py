@@ -6,6 +6,13 @@ the row, so a refused request leaves the row as it was. The one exception
 is a refused report from a known worker, which appends a history event
 before raising ``Refusal(recorded=True)``, so the refusal is auditable.
 
+``row["sub_tasks"]`` and ``row["history"]`` are the job record of
+``record.py``: find, iterate and change a sub-task in place, append an
+event, counts by status, the earliest deadline. Every rule here keeps the
+constraints stated there (never replace either value, never insert, remove
+or reorder a sub-task, never change an event once appended), whichever
+store handed the row over.
+
 Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
 result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
 by dispatch), ``updated_at``, ``host_agent_id`` (the host's id for the same
@@ -32,7 +39,8 @@ from . import validate
 from .clock import epoch, iso
 from .ids import token as _token
 from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
-from .vocabulary import FINAL, HOST, MODEL_ALIASES, STATUSES
+from .record import SUB_KEYS, Events, SubTasks
+from .vocabulary import FINAL, HOST, MODEL_ALIASES
 
 DISTRIBUTED = "distributed_search"
 NORMAL = "normal"
@@ -64,13 +72,6 @@ class Refusal(Refused):
         self.recorded = recorded
 
 
-# The order of a sub-task's keys as brain writes them. PostgreSQL's jsonb sorts keys
-# its own way; its store puts them back in this order (store/postgres.py), and the
-# writes below that add a key after others keep to it (``_in_order``), so a row
-# reads the same, key order included, on every backend.
-SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
-            "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout",
-            "worker", "lease_until", "source", "usage")
 _SUB_RANK = {k: i for i, k in enumerate(SUB_KEYS)}
 
 
@@ -192,9 +193,9 @@ def new_row(job_id, ttl, data, job_type, queries, tools_required, now) -> dict:
         "iteration": 0,
         "status": "pending",
         "tools_required": tools_required,
-        "history": [event(now, "created", type=job_type, sub_tasks=len(queries) or None)],
+        "history": Events([event(now, "created", type=job_type, sub_tasks=len(queries) or None)]),
         "type": job_type,
-        "sub_tasks": [new_subtask(i, q) for i, q in enumerate(queries, 1)],
+        "sub_tasks": SubTasks(new_subtask(i, q) for i, q in enumerate(queries, 1)),
         "consolidated_result": None,
     }
 
@@ -209,18 +210,13 @@ def event(now, name, **fields) -> dict:
 
 
 def find_subtask(row, sub_task_id) -> dict:
-    subs = row["sub_tasks"]
-    # sub_<n> is created at position n: look there first (a big job is not scanned per report).
-    n = int(sub_task_id[4:]) if sub_task_id[4:].isdigit() else 0
-    if 0 < n <= len(subs) and subs[n - 1]["sub_task_id"] == sub_task_id:
-        return subs[n - 1]
-    for sub in subs:
-        if sub["sub_task_id"] == sub_task_id:
-            return sub
-    raise NotFound(
-        f"job {row['job_id']} has no sub-task {sub_task_id} "
-        f"(it has sub_1..sub_{len(row['sub_tasks'])}); see brain job subtasks {row['job_id']}"
-    )
+    sub = row["sub_tasks"].find(sub_task_id)
+    if sub is None:
+        raise NotFound(
+            f"job {row['job_id']} has no sub-task {sub_task_id} "
+            f"(it has sub_1..sub_{len(row['sub_tasks'])}); see brain job subtasks {row['job_id']}"
+        )
+    return sub
 
 
 def is_expired(row, now) -> bool:
@@ -240,14 +236,8 @@ def derived_status(row) -> str:
 
 
 def counts(row) -> dict:
-    """Sub-tasks by status. A store's lazy view answers from its tally, decoding nothing."""
-    subs = row["sub_tasks"]
-    if hasattr(subs, "counts"):
-        return subs.counts()
-    c = dict.fromkeys(STATUSES, 0)
-    for s in subs:
-        c[s["status"]] += 1
-    return c
+    """Sub-tasks by status."""
+    return row["sub_tasks"].counts()
 
 
 def summary(row, now) -> dict:
@@ -331,15 +321,11 @@ def needs_sweep(row, now) -> bool:
     if is_expired(row, now):
         return True
     stamp = iso(now)
-    subs = row["sub_tasks"]
-    if hasattr(subs, "earliest_deadline"):  # a lazy view: its tally knows when anything can be due
-        earliest = subs.earliest_deadline()
-        if earliest is None or earliest > stamp:
-            return False
-    for s in subs:
-        if s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp:
-            return True
-    return False
+    earliest = row["sub_tasks"].earliest_deadline()
+    if earliest is None or earliest > stamp:
+        return False
+    # A lower bound (``record``): confirm with the sub-tasks themselves.
+    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in row["sub_tasks"])
 
 
 def sweep(row, now) -> bool:
@@ -608,15 +594,13 @@ def start(row, sub_task_id, agent_id, started, now) -> dict:
 def next_due(row):
     """When expiry or a deadline can next change this job (ISO UTC), or None when it is final.
 
-    A deadline passing commits nothing: whoever waits on a job wakes then and looks.
+    A deadline passing commits nothing: whoever waits on a job wakes then and looks
+    (the earliest deadline is a lower bound, see ``record``: at worst it wakes early).
     """
     if row["status"] in FINAL:
         return None
-    due = row["expires_at"]
-    for s in row["sub_tasks"]:
-        if s["status"] == "running" and s.get("deadline") and s["deadline"] < due:
-            due = s["deadline"]
-    return due
+    earliest = row["sub_tasks"].earliest_deadline()
+    return row["expires_at"] if earliest is None else min(earliest, row["expires_at"])
 
 
 def retry(row, sub_task_ids, max_attempts, now) -> list:

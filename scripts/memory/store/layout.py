@@ -22,10 +22,15 @@ job costs about what it costs on a small one (``bench/``, row 3).
 Together with a *tally* of the job (how many sub-tasks are in each status,
 and a lower bound of the running sub-tasks' deadlines, kept in the
 ``job_tally`` table), this lets a report decode only the sub-task it
-changes: :class:`Slots` and :class:`History` are the lazy views the store
-hands to the rules (``state.py``) for that. When an edit does not fit (a
-result longer than the room, a history that ran out of room), the store
-lays the whole value out again, which is what every write did before.
+changes. :class:`Slots` and :class:`History` are the second implementation
+of the job record (``record.py``; the first is plain lists): the store
+hands them to the rules (``state.py``) in every write, and they rely on
+the constraints the rules keep there (sub-tasks changed in place, never
+added, removed or reordered; the history only appended to). A write that
+reads every sub-task decodes the text once, as a whole. When an edit does
+not fit (a result longer than the room, a history that ran out of room),
+or when most sub-tasks changed (a dispatch), the store lays the whole value
+out again, with fresh room.
 
 Jobs of fewer than ``SLOTTED_FROM`` sub-tasks are stored compact, with no
 tally, and read whole, as before. Widths and offsets are in bytes of UTF-8,
@@ -33,7 +38,7 @@ never in characters.
 """
 
 from .. import codec
-from ..vocabulary import STATUSES
+from ..record import EventLog, SubTaskRecord, tally
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
@@ -58,18 +63,7 @@ def history_text(events) -> bytes:
     return text + b" " * max(HISTORY_ROOM, len(text) // 2)
 
 
-def tally(subs) -> "tuple[dict, str | None]":
-    """Counts by status, and the earliest deadline of a running sub-task (None if none)."""
-    counts = dict.fromkeys(STATUSES, 0)
-    earliest = None
-    for s in subs:
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-        if s["status"] == "running" and s.get("deadline") and (earliest is None or s["deadline"] < earliest):
-            earliest = s["deadline"]
-    return counts, earliest
-
-
-# -- lazy views for one write ----------------------------------------------
+# -- the record's views, for one write ---------------------------------------
 
 class Edits(tuple):
     """Bytes to write over a stored text at byte offsets, the text keeping its size:
@@ -85,15 +79,15 @@ class Edits(tuple):
         return b"".join(parts)
 
 
-class Slots:
-    """A job's sub-tasks read from slotted text, decoded one at a time.
+class Slots(SubTaskRecord):
+    """A job's sub-tasks read from slotted text: the record interface (``record``) of a write.
 
-    Reads like a list of dicts (``len``, indexing, iteration). A dict handed
-    out may be changed in place; :meth:`patched` writes the changed ones back
-    into their slots. :meth:`counts` and :meth:`earliest_deadline` answer from
-    the tally, corrected for what this write changed, without decoding the
-    rest. Iterating decodes everything (the rules that need every sub-task
-    still work, at the old cost).
+    Indexing and :meth:`find` decode one slot; the first full iteration
+    decodes the whole text in one go (a rule that needs every sub-task pays
+    what reading the job whole costs). A dict handed out may be changed in
+    place; :meth:`edits` writes the changed ones back into their slots.
+    :meth:`counts` and :meth:`earliest_deadline` answer from the tally,
+    corrected for what this write changed, without decoding the rest.
     """
 
     @classmethod
@@ -136,7 +130,14 @@ class Slots:
         return sub
 
     def __iter__(self):
-        return (self[i] for i in range(self._n))
+        cache = self._cache
+        if len(cache) < self._n:
+            # One decoding of the whole text, not one per slot; what was handed out stays.
+            for i, sub in enumerate(codec.loads_bytes(self._text)):
+                if i not in cache:
+                    cache[i] = sub
+                    self._before[i] = (sub["status"], sub.get("deadline"))
+        return (cache[i] for i in range(self._n))
 
     def __eq__(self, other):
         return list(self) == list(other)
@@ -168,26 +169,41 @@ class Slots:
         return earliest
 
     def edits(self):
-        """Every handed-out sub-task written back in its slot, as :class:`Edits` of the text;
-        None when one no longer fits its slot (then the whole value is laid out again)."""
-        edits = []
+        """The changed sub-tasks written back in their slots, as :class:`Edits` of the text
+        (adjacent slots in one run). None when one no longer fits its slot, or when more than
+        half of them changed: then the whole value is laid out again, with fresh room."""
+        runs = []  # [offset, [slot, slot, ...]] of adjacent changed slots
+        step = self._width + 1
+        text = self._text
+        changed = 0
         for i, sub in sorted(self._cache.items()):
             encoded = codec.dumpb(sub)
             if len(encoded) > self._width:
                 return None
-            edits.append((1 + i * (self._width + 1), encoded.ljust(self._width)))
-        return Edits(edits)
+            offset = 1 + i * step
+            slot = encoded.ljust(self._width)
+            if text[offset:offset + self._width] == slot:
+                continue  # read, not changed
+            changed += 1
+            if runs and runs[-1][0] + len(runs[-1][1]) * step == offset:
+                runs[-1][1].append(slot)
+            else:
+                runs.append([offset, [slot]])
+        if changed * 2 > self._n:
+            return None
+        return Edits((offset, b",".join(slots)) for offset, slots in runs)
 
     def patched(self):
-        """The text with :meth:`edits` applied, same length; None when they do not fit."""
+        """The text with :meth:`edits` applied, same length; None when :meth:`edits` is None."""
         if not self._cache:
             return self._text
         edits = self.edits()
         return None if edits is None else edits.apply(self._text)
 
 
-class History:
-    """A job's history read from text with room after it: appended to without decoding.
+class History(EventLog):
+    """A job's history read from text with room after it: the record interface (``record``)
+    of a write, appended to without decoding.
 
     ``append`` and ``len`` need nothing decoded; reading the events (iteration,
     indexing, ``reversed``) decodes them once.
