@@ -60,13 +60,30 @@ SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "
 
 def tally(subs) -> "tuple[dict, str | None]":
     """Counts by status of the sub-tasks ``subs``, and the earliest deadline of a running one (None if none)."""
+    return count_statuses(subs), earliest_running_deadline(subs)
+
+
+def count_statuses(subs) -> dict:
+    """``{status: how many}`` of the sub-tasks ``subs`` (every status of ``STATUSES``, and any other found)."""
     counts = dict.fromkeys(STATUSES, 0)
+    for s in subs:
+        status = s["status"]
+        if status in counts:
+            counts[status] += 1
+        else:
+            counts[status] = 1
+    return counts
+
+
+def earliest_running_deadline(subs):
+    """The earliest deadline of a running sub-task of ``subs``, or None."""
     earliest = None
     for s in subs:
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-        if s["status"] == "running" and s.get("deadline") and (earliest is None or s["deadline"] < earliest):
-            earliest = s["deadline"]
-    return counts, earliest
+        if s["status"] == "running":
+            deadline = s.get("deadline")
+            if deadline and (earliest is None or deadline < earliest):
+                earliest = deadline
+    return earliest
 
 
 class SubTaskRecord(abc.ABC):
@@ -152,13 +169,10 @@ class SubTasks(list, SubTaskRecord):
     __slots__ = ()
 
     def counts(self) -> dict:
-        counts = dict.fromkeys(STATUSES, 0)
-        for s in self:
-            counts[s["status"]] += 1
-        return counts
+        return count_statuses(self)
 
     def earliest_deadline(self):
-        return tally(self)[1]
+        return earliest_running_deadline(self)
 
 
 class Events(list, EventLog):

@@ -38,7 +38,7 @@ never in characters.
 """
 
 from .. import codec
-from ..record import EventLog, SubTaskRecord, tally
+from ..record import EventLog, SubTaskRecord, count_statuses, earliest_running_deadline, tally
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
@@ -52,7 +52,11 @@ SLOTTED_FROM = 64
 
 def subtasks_text(subs) -> "tuple[bytes, int]":
     """The slotted text of ``subs`` and its slot width."""
-    encoded = [codec.dumpb(s) for s in subs]
+    return _slotted([codec.dumpb(s) for s in subs])
+
+
+def _slotted(encoded: list) -> "tuple[bytes, int]":
+    """The slotted text of sub-tasks encoded each as compact JSON, and its slot width."""
     width = (max(map(len, encoded)) if encoded else 0) + SLOT_ROOM
     return b"[" + b",".join(e.ljust(width) for e in encoded) + b"]", width
 
@@ -107,15 +111,23 @@ class Slots(SubTaskRecord):
         self._earliest = earliest
         self._cache = {}  # index -> decoded dict, handed out
         self._before = {}  # index -> (status, deadline) when decoded
+        self._all = None  # every sub-task in order, once iterated (then the cache is not used)
 
     @property
     def width(self) -> int:
         return self._width
 
+    @property
+    def text(self) -> bytes:
+        """The stored text the view reads (unchanged by the rules)."""
+        return self._text
+
     def __len__(self):
         return self._n
 
     def __getitem__(self, i):
+        if self._all is not None:
+            return self._all[i]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self._n))]
         if i < 0:
@@ -130,14 +142,17 @@ class Slots(SubTaskRecord):
         return sub
 
     def __iter__(self):
-        cache = self._cache
-        if len(cache) < self._n:
+        if self._all is None:
             # One decoding of the whole text, not one per slot; what was handed out stays.
-            for i, sub in enumerate(codec.loads_bytes(self._text)):
-                if i not in cache:
-                    cache[i] = sub
-                    self._before[i] = (sub["status"], sub.get("deadline"))
-        return (cache[i] for i in range(self._n))
+            subs = codec.loads_bytes(self._text)
+            for i, sub in self._cache.items():
+                subs[i] = sub
+            self._all = subs
+        return iter(self._all)
+
+    def _handed(self):
+        """``(index, sub-task)`` of every sub-task handed out."""
+        return enumerate(self._all) if self._all is not None else self._cache.items()
 
     def __eq__(self, other):
         return list(self) == list(other)
@@ -146,6 +161,8 @@ class Slots(SubTaskRecord):
         return f"Slots({list(self)!r})"
 
     def counts(self) -> dict:
+        if self._all is not None:
+            return count_statuses(self._all)
         counts = dict(self._counts)
         for i, sub in self._cache.items():
             counts[self._before[i][0]] -= 1
@@ -159,8 +176,8 @@ class Slots(SubTaskRecord):
         sub-task that finished (or whose deadline moved, as when a runner
         starts it) is dropped then, so one full look refreshes the tally.
         """
-        if len(self._cache) == self._n:
-            return tally(self._cache.values())[1]
+        if self._all is not None:
+            return earliest_running_deadline(self._all)
         earliest = self._earliest
         for sub in self._cache.values():
             d = sub.get("deadline")
@@ -168,37 +185,48 @@ class Slots(SubTaskRecord):
                 earliest = d
         return earliest
 
-    def edits(self):
+    def encoded(self) -> dict:
+        """``{index: compact JSON}`` of every sub-task handed out (what :meth:`edits` and
+        :meth:`relaid` take, so that a write encodes each sub-task once)."""
+        return {i: codec.dumpb(sub) for i, sub in self._handed()}
+
+    def edits(self, encoded: dict = None):
         """The changed sub-tasks written back in their slots, as :class:`Edits` of the text
         (adjacent slots in one run). None when one no longer fits its slot, or when more than
-        half of them changed: then the whole value is laid out again, with fresh room."""
+        half of them changed: then the whole value is laid out again (:meth:`relaid`), with
+        fresh room."""
+        if encoded is None:
+            encoded = self.encoded()
         runs = []  # [offset, [slot, slot, ...]] of adjacent changed slots
-        step = self._width + 1
-        text = self._text
-        changed = 0
-        for i, sub in sorted(self._cache.items()):
-            encoded = codec.dumpb(sub)
-            if len(encoded) > self._width:
+        width, step, text = self._width, self._width + 1, self._text
+        most = self._n // 2
+        for i in sorted(encoded):
+            data = encoded[i]
+            if len(data) > width:
                 return None
             offset = 1 + i * step
-            slot = encoded.ljust(self._width)
-            if text[offset:offset + self._width] == slot:
+            # The slot holds one JSON object and spaces: it starts with ``data`` only when it is ``data``.
+            if text.startswith(data, offset):
                 continue  # read, not changed
-            changed += 1
             if runs and runs[-1][0] + len(runs[-1][1]) * step == offset:
-                runs[-1][1].append(slot)
+                runs[-1][1].append(data.ljust(width))
             else:
-                runs.append([offset, [slot]])
-        if changed * 2 > self._n:
-            return None
+                runs.append([offset, [data.ljust(width)]])
+            most -= 1
+            if most < 0:
+                return None
         return Edits((offset, b",".join(slots)) for offset, slots in runs)
 
     def patched(self):
         """The text with :meth:`edits` applied, same length; None when :meth:`edits` is None."""
-        if not self._cache:
-            return self._text
         edits = self.edits()
         return None if edits is None else edits.apply(self._text)
+
+    def relaid(self, encoded: dict = None) -> "tuple[bytes, int]":
+        """The whole value laid out anew (:func:`subtasks_text`), reusing what ``encoded`` holds."""
+        if encoded is None:
+            encoded = self.encoded()
+        return _slotted([encoded.get(i) or codec.dumpb(sub) for i, sub in enumerate(self)])
 
 
 class History(EventLog):
@@ -305,9 +333,14 @@ def encode_subtasks(subs, edits: bool = False) -> "tuple[bytes | Edits, tuple | 
     stored text when ``edits``); anything else is laid out anew.
     """
     if isinstance(subs, Slots):
-        text = subs.edits() if edits else subs.patched()
-        if text is not None:
+        encoded = subs.encoded()
+        fitted = subs.edits(encoded)
+        if fitted is not None:
+            text = fitted if edits else fitted.apply(subs.text)
             return text, (subs.counts(), subs.earliest_deadline(), subs.width)
+        if len(subs) >= SLOTTED_FROM:
+            text, width = subs.relaid(encoded)
+            return text, (*tally(subs), width)
     if not isinstance(subs, (list, Slots)) or len(subs) < SLOTTED_FROM:
         return codec.dumpb(list(subs) if isinstance(subs, Slots) else subs), None
     text, width = subtasks_text(subs)
