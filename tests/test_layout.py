@@ -257,7 +257,7 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
         monkeypatch.setattr(layout, "SLOTTED_FROM", 10 ** 9 if kind == "compact" else 64)
         monkeypatch.setattr(sqlite_store, "_IN_PLACE", kind == "slots" and in_place)
         seq = counters.setdefault(kind, iter(range(10 ** 6)))
-        for module in (jobs, jobs.state):
+        for module in (jobs, jobs.state, jobs.credentials):
             monkeypatch.setattr(module, "_token", lambda n, seq=seq: f"{next(seq):0{2 * n}x}")
         try:
             return ("ok", fn(stores[kind]))

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import PG_URL, ROOT, postgres_url, store_snapshot
-from scripts.memory import clock, jobs, pool
+from scripts.memory import clock, credentials, jobs, pool
 from scripts.memory.errors import InvalidInput, StoreBusy, StoreError
 from scripts.memory.store import open_store
 from scripts.memory.store.postgres import MIGRATIONS, split_url
@@ -77,7 +77,7 @@ def _scenario(db):
 
 
 def test_rows_come_back_identical_to_sqlite_key_order_included(db, tmp_path, monkeypatch):
-    for module in (jobs, jobs.state):  # the same ids and identities on both stores
+    for module in (jobs, jobs.state, credentials):  # the same ids and identities on both stores
         monkeypatch.setattr(module, "_token", lambda n: "ab" * n)
     lite = str(tmp_path / "twin" / "jobs.db")
     pg_row = jobs.get_job(_scenario(db), db=db)

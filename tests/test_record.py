@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from conftest import ROOT
-from scripts.memory import record, state
+from scripts.memory import credentials, record, state
 from scripts.memory.clock import iso
 from scripts.memory.errors import BrainError
 from scripts.memory.store import layout
@@ -179,7 +179,8 @@ class SlottedSide:
 def deterministic_tokens(monkeypatch, step):
     """Every side issues the same credentials and labels in a step."""
     counter = itertools.count()
-    monkeypatch.setattr(state, "_token", lambda n: f"{step:04x}{next(counter):0{2 * n - 4}x}")
+    for module in (state, credentials):
+        monkeypatch.setattr(module, "_token", lambda n: f"{step:04x}{next(counter):0{2 * n - 4}x}")
 
 
 def transaction(op, now):

@@ -15,7 +15,7 @@ Errors are the exceptions of ``errors``; their messages say what to do.
 
 import os
 
-from . import clock, prompts, record, state, validate
+from . import clock, credentials, prompts, record, state, validate
 from .clock import iso, now as _now
 from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
@@ -131,7 +131,7 @@ def mutate(job_id, change, db=None):
 
 
 def _read(job_id, db=None) -> dict:
-    """The swept row, without what verifies a worker's credential (``state.strip_private``)."""
+    """The swept row, without what verifies a worker's credential (``credentials.strip_private``)."""
     job_id = validate.job_id(job_id)
     row = store_for(db).read(job_id)
     if row is None:
@@ -144,7 +144,7 @@ def _read(job_id, db=None) -> dict:
             # A read-only or full store can still be read: show what the
             # sweep would store, without storing it.
             state.sweep(row, now)
-    return state.strip_private(row)
+    return credentials.strip_private(row)
 
 
 # -- creating -------------------------------------------------------------
@@ -227,7 +227,7 @@ def list_jobs(include_finished=False, db=None) -> list:
                 state.sweep(r, now)
             return [r for r in rows if include_finished or r["status"] not in FINAL]
         rows = store.read_all(active_only=not include_finished)
-    return [state.strip_private(r) for r in rows]
+    return [credentials.strip_private(r) for r in rows]
 
 
 def job_stats(db=None) -> dict:
