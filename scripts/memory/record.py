@@ -66,12 +66,13 @@ def tally(subs) -> "tuple[dict, str | None]":
 def count_statuses(subs) -> dict:
     """``{status: how many}`` of the sub-tasks ``subs`` (every status of ``STATUSES``, and any other found)."""
     counts = dict.fromkeys(STATUSES, 0)
-    for s in subs:
-        status = s["status"]
-        if status in counts:
-            counts[status] += 1
-        else:
-            counts[status] = 1
+    try:
+        for s in subs:
+            counts[s["status"]] += 1
+    except KeyError:  # a status brain never writes (another program's): counted under its name
+        counts = dict.fromkeys(STATUSES, 0)
+        for s in subs:
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
     return counts
 
 
