@@ -86,6 +86,11 @@ def test_both_implementations_are_the_record_and_answer_alike():
         assert list(h) == events + [{"at": "z", "event": "report"}]
 
 
+def test_a_status_brain_never_writes_is_counted_under_its_name():
+    subs = [{"status": "pending"}, {"status": "paused"}, {"status": "pending"}]  # another program's write
+    assert record.SubTasks(subs).counts() == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "paused": 1}
+
+
 def test_the_plain_record_is_a_list_to_json_orjson_and_equality():
     subs, events = _subs(), [{"at": "x", "event": "created"}]
     plain, history = record.SubTasks(subs), record.Events(events)
