@@ -45,6 +45,14 @@ class Refused(InvalidTransition):
     """A report was refused: it comes from a worker that does not own the sub-task."""
 
 
+class Refusal(Refused):
+    """A refused report; ``recorded`` says a history event was appended (and is kept)."""
+
+    def __init__(self, message, recorded=False):
+        super().__init__(message)
+        self.recorded = recorded
+
+
 class StoreError(OperationalError):
     """The store cannot be used (corrupt, read-only, full disk, missing driver)."""
 

@@ -18,7 +18,7 @@ Errors are the exceptions of ``errors``; their messages say what to do.
 
 import os
 
-from . import clock, prompts, state, validate
+from . import clock, credentials, prompts, record, state, validate
 from .clock import iso, now as _now
 from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
@@ -97,17 +97,16 @@ def _not_found(job_id):
     return NotFound(f"job {job_id} not found (it may have been purged after expiry); see brain job list --all")
 
 
-def mutate(job_id, change, db=None, lazy=False):
-    """Run ``change(row, now)`` on one job inside one write transaction.
+def mutate(job_id, change, db=None):
+    """Run ``change(row, now)`` on one job inside one write transaction; return ``(row, outcome)``.
 
     Expiry and deadlines are applied first. If ``change`` raises a
     ``BrainError``, what the sweep did and a recorded refusal are still
     committed; nothing else is.
 
-    ``lazy``: the caller uses what ``change`` returns, never the row, so the
-    store may hand the rules lazy views of the sub-tasks and history that
-    decode only what is touched (SQLite, ``store/layout.py``): a report on a
-    job of 1,000 sub-tasks then costs about what it costs on 10.
+    ``row``'s sub-tasks and history are the job record (``record.py``) the
+    store handed the rules, which need not be lists: a caller that hands
+    the row on passes it through ``record.plain`` first.
     """
     job_id = validate.job_id(job_id)
     now = _now()
@@ -115,7 +114,7 @@ def mutate(job_id, change, db=None, lazy=False):
     failure = outcome = None
     with store_for(db).write() as tx:
         housekeep(tx, now, db)
-        row = tx.get(job_id, lazy=lazy)
+        row = tx.get(job_id)
         if row is None:
             raise _not_found(job_id)
         swept = state.sweep(row, now)
@@ -135,7 +134,7 @@ def mutate(job_id, change, db=None, lazy=False):
 
 
 def _read(job_id, db=None) -> dict:
-    """The swept row, without what verifies a worker's credential (``state.strip_private``)."""
+    """The swept row, without what verifies a worker's credential (``credentials.strip_private``)."""
     job_id = validate.job_id(job_id)
     row = store_for(db).read(job_id)
     if row is None:
@@ -143,12 +142,12 @@ def _read(job_id, db=None) -> dict:
     now = _now()
     if state.needs_sweep(row, now):
         try:
-            row, _ = mutate(job_id, lambda r, n: None, db)
+            row = record.plain(mutate(job_id, lambda r, n: None, db)[0])
         except StoreError:
             # A read-only or full store can still be read: show what the
             # sweep would store, without storing it.
             state.sweep(row, now)
-    return state.strip_private(row)
+    return credentials.strip_private(row)
 
 
 # -- creating -------------------------------------------------------------
@@ -231,7 +230,7 @@ def list_jobs(include_finished=False, db=None) -> list:
                 state.sweep(r, now)
             return [r for r in rows if include_finished or r["status"] not in FINAL]
         rows = store.read_all(active_only=not include_finished)
-    return [state.strip_private(r) for r in rows]
+    return [credentials.strip_private(r) for r in rows]
 
 
 def job_stats(db=None) -> dict:
@@ -300,8 +299,7 @@ def update_subtask_status(job_id, sub_task_id, status, result=None, agent_id=Non
     agent_id = validate.agent_id(agent_id)
     if not isinstance(force, bool):  # force="no" is truthy: never override ownership by accident
         raise InvalidInput("force must be True or False")
-    _, sub = mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db,
-                     lazy=True)
+    _, sub = mutate(job_id, lambda row, now: state.report(row, sub_task_id, status, result, agent_id, force, now), db)
     return sub
 
 
@@ -362,7 +360,7 @@ def update_subtasks(job_id, reports, db=None, starts=()) -> list:
 
     if not (checked or started):
         return []
-    _, outcomes = mutate(job_id, apply, db, lazy=True)
+    _, outcomes = mutate(job_id, apply, db)
     return outcomes
 
 
@@ -460,7 +458,7 @@ def set_job_status(job_id, status, db=None) -> dict:
     """Move a normal job to ``status`` along the transition table; return the row."""
     status = validate.status(status)
     row, _ = mutate(job_id, lambda row, now: state.set_status(row, status, now), db)
-    return row
+    return record.plain(row)
 
 
 def link_host_agent(job_id, sub_task_id, host_agent_id, credential, db=None) -> dict:
@@ -473,7 +471,7 @@ def link_host_agent(job_id, sub_task_id, host_agent_id, credential, db=None) -> 
     host_agent_id = validate.agent_id(host_agent_id)
     credential = validate.agent_id(credential)
     _, sub = mutate(job_id, lambda row, now: state.link_host_agent(row, sub_task_id, host_agent_id, credential, now),
-                     db, lazy=True)
+                     db)
     return sub
 
 
@@ -494,7 +492,7 @@ def recover_final_message(job_id, sub_task_id, host_agent_id, message, credentia
     # A NUL would make the whole message invalid: a final message is saved, never refused for it.
     message = validate.result(" ".join((message or "").replace("\x00", " ").split()) or None)
     _, outcome = mutate(job_id, lambda row, now: state.recover_final_message(
-        row, sub_task_id, host_agent_id, message, credential, now), db, lazy=True)
+        row, sub_task_id, host_agent_id, message, credential, now), db)
     return outcome
 
 

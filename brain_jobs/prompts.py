@@ -35,7 +35,7 @@ def instruction(query: str, files) -> str:
 
 def report_command(job_id: str, sub: dict, status: str = "completed", result: str = "<result>") -> str:
     """The exact command a worker runs to report; ``sub`` is what the worker was handed
-    (``state.worker_view``: its ``agent_id`` is the credential)."""
+    (``credentials.worker_view``: its ``agent_id`` is the credential)."""
     return (
         f"brain job update {job_id} {sub['sub_task_id']} --agent-id {sub['agent_id']} "
         f"--status {status} --result '{result}'"
@@ -45,7 +45,7 @@ def report_command(job_id: str, sub: dict, status: str = "completed", result: st
 def worker_prompt(job_id: str, sub: dict, files) -> str:
     """The pointer: ``<job> <sub> <credential>: Search <query>[ in <files>].``
 
-    ``sub`` is what dispatch hands the worker (``state.worker_view``).
+    ``sub`` is what dispatch hands the worker (``credentials.worker_view``).
     """
     where = f" in {', '.join(files)}" if files else ""
     return f"{job_id} {sub['sub_task_id']} {sub['agent_id']}: Search {sub['query']}{where}."

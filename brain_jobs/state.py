@@ -6,6 +6,13 @@ the row, so a refused request leaves the row as it was. The one exception
 is a refused report from a known worker, which appends a history event
 before raising ``Refusal(recorded=True)``, so the refusal is auditable.
 
+``row["sub_tasks"]`` and ``row["history"]`` are the job record of
+``record.py``: find, iterate and change a sub-task in place, append an
+event, counts by status, the earliest deadline. Every rule here keeps the
+constraints stated there (never replace either value, never insert, remove
+or reorder a sub-task, never change an event once appended), whichever
+store handed the row over.
+
 Sub-task fields: the seed's ``sub_task_id, query, agent_id, status,
 result`` plus ``attempt`` (1 on the first try), ``deadline`` (ISO UTC, set
 by dispatch), ``updated_at``, ``host_agent_id`` (the host's id for the same
@@ -19,20 +26,17 @@ executor that measures what its worker cost stores it as ``usage``
 consolidation adds up the totals (``usage_totals``).
 
 Credentials: ``agent_id`` is a public label (``agent_haiku_3f9a1c``), shown
-by every read. Dispatch and pool claims also issue each worker a secret
-credential (32 hex digits) that only the worker's launch prompt or work
-order carries; a report must present it. The store keeps only its hash
-(``secret_hash``, and ``past_secrets`` for superseded attempts), and reads
-never return those keys (:func:`public`).
+by every read; the secret credential each worker reports with, and what
+the store keeps of it, are ``credentials.py``'s business.
 """
-
-import re
 
 from . import validate
 from .clock import epoch, iso
+from .credentials import issue, owns, past_label, public, public_id, supersede, verifies, worker_view
 from .ids import token as _token
-from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refused
-from .vocabulary import FINAL, HOST, MODEL_ALIASES, STATUSES
+from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refusal
+from .record import SUB_KEYS, Events, SubTasks
+from .vocabulary import FINAL, HOST, MODEL_ALIASES
 
 DISTRIBUTED = "distributed_search"
 NORMAL = "normal"
@@ -46,31 +50,6 @@ TRANSITIONS = {
 # a worker's final message saved by the SubagentStop hook, a passed deadline, the job's
 # expiry, a cancel, or a pool sub-task whose workers were lost MAX_CLAIMS times.
 SOURCES = ("report", "final_message", "timeout", "expired", "cancelled", "abandoned")
-SECRET_BYTES = 16
-PRIVATE_KEYS = ("secret_hash", "past_secrets")
-_CREDENTIAL = re.compile(r"[0-9a-f]{%d}" % (2 * SECRET_BYTES))
-
-try:  # the C module itself: ``hashlib`` would load OpenSSL on every report
-    from _blake2 import blake2b
-except ImportError:  # an interpreter built without it
-    from hashlib import blake2b
-
-
-class Refusal(Refused):
-    """A refused report; ``recorded`` says a history event was appended."""
-
-    def __init__(self, message, recorded=False):
-        super().__init__(message)
-        self.recorded = recorded
-
-
-# The order of a sub-task's keys as brain writes them. PostgreSQL's jsonb sorts keys
-# its own way; its store puts them back in this order (store/postgres.py), and the
-# writes below that add a key after others keep to it (``_in_order``), so a row
-# reads the same, key order included, on every backend.
-SUB_KEYS = ("sub_task_id", "query", "agent_id", "status", "result", "attempt", "deadline", "updated_at",
-            "secret_hash", "started_at", "host_agent_id", "past_agents", "past_secrets", "pool", "timeout",
-            "worker", "lease_until", "source", "usage")
 _SUB_RANK = {k: i for i, k in enumerate(SUB_KEYS)}
 
 
@@ -80,93 +59,6 @@ def _in_order(sub) -> None:
     if [k for k, _ in items] != list(sub):
         sub.clear()
         sub.update(items)
-
-
-# -- credentials -------------------------------------------------------------
-
-def _digest(credential: str) -> str:
-    return blake2b(credential.encode(), digest_size=16).hexdigest()
-
-
-def _issue(sub, label) -> str:
-    """Make ``label`` the owner of ``sub`` with a fresh credential; return it.
-
-    Only its hash is stored: the credential is handed to the worker once,
-    by the write that issued it, and no read gives it back.
-    """
-    credential = _token(SECRET_BYTES)
-    sub["agent_id"] = label
-    sub["secret_hash"] = _digest(credential)
-    return credential
-
-
-def _verifies(sub, credential) -> bool:
-    """True when ``credential`` is the one issued for ``sub``'s current owner."""
-    return credential is not None and bool(sub.get("secret_hash")) and _digest(credential) == sub["secret_hash"]
-
-
-def _owns(sub, agent_id) -> bool:
-    """True when ``agent_id`` may report for ``sub``'s current owner.
-
-    A dispatched or claimed sub-task takes only the credential issued for
-    it (its label is public). One a person or script claimed by reporting
-    ``running`` with an id of its own (no credential was ever issued) takes
-    that id, as before.
-    """
-    if sub.get("secret_hash"):
-        return _verifies(sub, agent_id)
-    return agent_id is not None and agent_id == sub["agent_id"]
-
-
-def _past_label(sub, agent_id):
-    """The label of the superseded attempt whose credential ``agent_id`` is, or None."""
-    if agent_id is None or not sub.get("past_secrets"):
-        return None
-    digest = _digest(agent_id)
-    return next((label for label, past in sub["past_secrets"] if past == digest), None)
-
-
-def _public_id(sub, agent_id):
-    """What the history may record for ``agent_id``: never a credential.
-
-    A credential of this sub-task is recorded as its label; one issued for
-    another sub-task is refused (recording or storing it would publish it).
-    """
-    if agent_id is None:
-        return None
-    if _verifies(sub, agent_id):
-        return sub["agent_id"]
-    past = _past_label(sub, agent_id)
-    if past is not None:
-        return past
-    if _CREDENTIAL.fullmatch(agent_id):
-        raise Refusal(
-            f"report refused: that --agent-id is a credential issued for another sub-task than "
-            f"{sub['sub_task_id']}; a credential reports only for the sub-task of its prompt"
-        )
-    return agent_id
-
-
-def public(sub) -> dict:
-    """A copy of ``sub`` without what verifies a credential (what reads return)."""
-    return {k: v for k, v in sub.items() if k not in PRIVATE_KEYS}
-
-
-def strip_private(row) -> dict:
-    """Remove, in place, what verifies a credential from every sub-task of ``row``; return it."""
-    for sub in row["sub_tasks"]:
-        for key in PRIVATE_KEYS:
-            sub.pop(key, None)
-    return row
-
-
-def worker_view(sub, credential) -> dict:
-    """What a worker is handed: the sub-task, with ``agent_id`` the credential it reports
-    with and ``label`` its public identity (what reads show as ``agent_id``)."""
-    view = public(sub)
-    view["label"] = view["agent_id"]
-    view["agent_id"] = credential
-    return view
 
 
 def new_subtask(n: int, query: str) -> dict:
@@ -192,9 +84,9 @@ def new_row(job_id, ttl, data, job_type, queries, tools_required, now) -> dict:
         "iteration": 0,
         "status": "pending",
         "tools_required": tools_required,
-        "history": [event(now, "created", type=job_type, sub_tasks=len(queries) or None)],
+        "history": Events([event(now, "created", type=job_type, sub_tasks=len(queries) or None)]),
         "type": job_type,
-        "sub_tasks": [new_subtask(i, q) for i, q in enumerate(queries, 1)],
+        "sub_tasks": SubTasks(new_subtask(i, q) for i, q in enumerate(queries, 1)),
         "consolidated_result": None,
     }
 
@@ -209,18 +101,13 @@ def event(now, name, **fields) -> dict:
 
 
 def find_subtask(row, sub_task_id) -> dict:
-    subs = row["sub_tasks"]
-    # sub_<n> is created at position n: look there first (a big job is not scanned per report).
-    n = int(sub_task_id[4:]) if sub_task_id[4:].isdigit() else 0
-    if 0 < n <= len(subs) and subs[n - 1]["sub_task_id"] == sub_task_id:
-        return subs[n - 1]
-    for sub in subs:
-        if sub["sub_task_id"] == sub_task_id:
-            return sub
-    raise NotFound(
-        f"job {row['job_id']} has no sub-task {sub_task_id} "
-        f"(it has sub_1..sub_{len(row['sub_tasks'])}); see brain job subtasks {row['job_id']}"
-    )
+    sub = row["sub_tasks"].find(sub_task_id)
+    if sub is None:
+        raise NotFound(
+            f"job {row['job_id']} has no sub-task {sub_task_id} "
+            f"(it has sub_1..sub_{len(row['sub_tasks'])}); see brain job subtasks {row['job_id']}"
+        )
+    return sub
 
 
 def is_expired(row, now) -> bool:
@@ -240,14 +127,8 @@ def derived_status(row) -> str:
 
 
 def counts(row) -> dict:
-    """Sub-tasks by status. A store's lazy view answers from its tally, decoding nothing."""
-    subs = row["sub_tasks"]
-    if hasattr(subs, "counts"):
-        return subs.counts()
-    c = dict.fromkeys(STATUSES, 0)
-    for s in subs:
-        c[s["status"]] += 1
-    return c
+    """Sub-tasks by status."""
+    return row["sub_tasks"].counts()
 
 
 def summary(row, now) -> dict:
@@ -301,7 +182,7 @@ def add_usage(row, sub_task_id, agent_id, usage, now) -> dict:
     that reported itself was paid for all the same); return the sub-task. A stored
     consolidation gets its totals again. No history event: usage is not a report."""
     sub = find_subtask(row, sub_task_id)
-    if not _owns(sub, agent_id):
+    if not owns(sub, agent_id):
         raise Refusal(f"usage refused: that --agent-id does not own {sub_task_id}")
     sub["usage"] = usage
     _in_order(sub)
@@ -331,15 +212,11 @@ def needs_sweep(row, now) -> bool:
     if is_expired(row, now):
         return True
     stamp = iso(now)
-    subs = row["sub_tasks"]
-    if hasattr(subs, "earliest_deadline"):  # a lazy view: its tally knows when anything can be due
-        earliest = subs.earliest_deadline()
-        if earliest is None or earliest > stamp:
-            return False
-    for s in subs:
-        if s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp:
-            return True
-    return False
+    earliest = row["sub_tasks"].earliest_deadline()
+    if earliest is None or earliest > stamp:
+        return False
+    # A lower bound (``record``): confirm with the sub-tasks themselves.
+    return any(s["status"] == "running" and s.get("deadline") and s["deadline"] <= stamp for s in row["sub_tasks"])
 
 
 def sweep(row, now) -> bool:
@@ -392,7 +269,7 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
     """A worker's report on one sub-task; returns the sub-task (``public``).
 
     Ownership: once a sub-task has an owner, only the owner may report: the
-    credential dispatch or a claim issued (see ``_owns``), or the id of the
+    credential dispatch or a claim issued (see ``credentials.owns``), or the id of the
     first reporter that claimed an undispatched sub-task as running. One
     queued for a worker pool has no owner yet, and takes no report until a
     worker claims it. A
@@ -403,9 +280,9 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
     """
     sub = find_subtask(row, sub_task_id)
     _check_live(row, now, f"report on {sub_task_id}")
-    owner = _owns(sub, agent_id)
+    owner = owns(sub, agent_id)
     if not force:
-        past = None if owner else _past_label(sub, agent_id)
+        past = None if owner else past_label(sub, agent_id)
         if past is not None:
             row["history"].append(
                 event(now, "refused", sub_task_id=sub_task_id, status=status, agent_id=past,
@@ -440,7 +317,7 @@ def report(row, sub_task_id, status, result, agent_id, force, now) -> dict:
                 f"report refused: {agent_id} does not own {sub_task_id}; report with the "
                 "--agent-id from its prompt (a person may override with --force)"
             )
-    who = _public_id(sub, agent_id)
+    who = public_id(sub, agent_id)
     if status not in TRANSITIONS[sub["status"]]:
         if sub["status"] == "failed" and owner and result is not None:
             _late_report(row, sub, status, result, "report", now)
@@ -490,7 +367,7 @@ def recover_final_message(row, sub_task_id, host_agent_id, message, credential, 
     sub = find_subtask(row, sub_task_id)
     _check_live(row, now, f"save the final message of {sub_task_id}")
     linked = host_agent_id is not None and sub.get("host_agent_id") == host_agent_id
-    if not (linked or _verifies(sub, credential)):
+    if not (linked or verifies(sub, credential)):
         raise Refusal(f"{host_agent_id} is not the worker of {sub_task_id}: its final message was not saved")
     if sub["status"] == "failed" and message:
         _late_report(row, sub, "completed", message, "final_message", now)
@@ -562,7 +439,7 @@ def dispatch(row, model, timeout, session_id, executor, now, runner=None) -> lis
     for sub in pending:
         _leave_pool(sub)
         sub["status"] = "running"
-        credentials.append(_issue(sub, f"{prefix}_{_token(3)}"))
+        credentials.append(issue(sub, f"{prefix}_{_token(3)}"))
         sub["deadline"] = deadline
         sub["updated_at"] = iso(now)
         if host:
@@ -595,7 +472,7 @@ def start(row, sub_task_id, agent_id, started, now) -> dict:
     Refused (nothing changes) unless the sub-task is waiting for ``agent_id``.
     """
     sub = find_subtask(row, sub_task_id)
-    if not waiting(sub) or not _owns(sub, agent_id):
+    if not waiting(sub) or not owns(sub, agent_id):
         raise Refusal(f"{sub_task_id} is not waiting for this worker (it is {sub['status']}); not started")
     started = min(started, now)
     timeout = sub.get("timeout") or default_timeout(row, started)
@@ -608,15 +485,13 @@ def start(row, sub_task_id, agent_id, started, now) -> dict:
 def next_due(row):
     """When expiry or a deadline can next change this job (ISO UTC), or None when it is final.
 
-    A deadline passing commits nothing: whoever waits on a job wakes then and looks.
+    A deadline passing commits nothing: whoever waits on a job wakes then and looks
+    (the earliest deadline is a lower bound, see ``record``: at worst it wakes early).
     """
     if row["status"] in FINAL:
         return None
-    due = row["expires_at"]
-    for s in row["sub_tasks"]:
-        if s["status"] == "running" and s.get("deadline") and s["deadline"] < due:
-            due = s["deadline"]
-    return due
+    earliest = row["sub_tasks"].earliest_deadline()
+    return row["expires_at"] if earliest is None else min(earliest, row["expires_at"])
 
 
 def retry(row, sub_task_ids, max_attempts, now) -> list:
@@ -646,7 +521,7 @@ def retry(row, sub_task_ids, max_attempts, now) -> list:
                     f"{sub['sub_task_id']} has used {sub['attempt']} of at most {max_attempts} attempts; not retried"
                 )
     for sub in targets:
-        _supersede(sub)
+        supersede(sub)
         sub.update(status="pending", agent_id=None, result=None, deadline=None, updated_at=iso(now))
         sub.pop("source", None)
         _leave_pool(sub)
@@ -691,7 +566,7 @@ def link_host_agent(row, sub_task_id, host_agent_id, credential, now) -> dict:
     """
     sub = find_subtask(row, sub_task_id)
     _check_live(row, now, f"link a host agent to {sub_task_id}")
-    if not _verifies(sub, credential):
+    if not verifies(sub, credential):
         raise Refusal(f"{host_agent_id} not linked to {sub_task_id}: its prompt does not carry the credential "
                       "that dispatch issued for it")
     sub["host_agent_id"] = host_agent_id
@@ -711,7 +586,7 @@ def launched_worker(row, sub_task_id, credential):
         sub = find_subtask(row, sub_task_id)
     except NotFound:
         return None
-    if sub["status"] != "running" or waiting(sub) or not _verifies(sub, credential):
+    if sub["status"] != "running" or waiting(sub) or not verifies(sub, credential):
         return None
     return public(sub)
 
@@ -750,16 +625,6 @@ _POOL_KEYS = ("pool", "timeout", "worker", "lease_until")
 def _leave_pool(sub) -> None:
     for key in _POOL_KEYS:
         sub.pop(key, None)
-
-
-def _supersede(sub) -> None:
-    """Retire the current owner: its label and host id join ``past_agents``, its credential's hash
-    ``past_secrets``, so its late report is recognised (and refused) as superseded."""
-    past = sub.setdefault("past_agents", [])
-    past.extend(a for a in (sub["agent_id"], sub.pop("host_agent_id", None)) if a and a not in past)
-    digest = sub.pop("secret_hash", None)
-    if digest:
-        sub.setdefault("past_secrets", []).append([sub["agent_id"], digest])
 
 
 def queue(row, pool, model, timeout, order, now) -> list:
@@ -826,7 +691,7 @@ def claim(row, pool, worker, lease, now):
             lost = sub["agent_id"]
             row["history"].append(event(now, "lease_expired", sub_task_id=sub["sub_task_id"], agent_id=lost,
                                         worker=sub.get("worker"), reason=f"no lease renewal since {sub['lease_until']}"))
-            _supersede(sub)
+            supersede(sub)
             if sub["attempt"] >= MAX_CLAIMS:
                 _finish(sub, "failed", f"abandoned: {sub['attempt']} workers stopped while running it", now,
                         "abandoned")
@@ -835,7 +700,7 @@ def claim(row, pool, worker, lease, now):
                 continue
             sub["attempt"] += 1
         timeout = sub.get("timeout") or default_timeout(row, now)
-        credential = _issue(sub, f"agent_{pool}_{_token(3)}")
+        credential = issue(sub, f"agent_{pool}_{_token(3)}")
         sub.update(status="running", worker=worker,
                    lease_until=iso(now + lease), deadline=iso(min(now + timeout, epoch(row["expires_at"]))),
                    updated_at=stamp)
@@ -855,7 +720,7 @@ def renew(row, leases, lease, now) -> list:
     until = iso(now + lease)
     for sub_task_id, agent_id in leases.items():
         sub = find_subtask(row, sub_task_id)
-        if sub["status"] == "running" and _owns(sub, agent_id) and sub.get("pool"):
+        if sub["status"] == "running" and owns(sub, agent_id) and sub.get("pool"):
             sub["lease_until"] = until
         else:
             lost.append(sub_task_id)
@@ -868,10 +733,10 @@ def release(row, sub_task_id, agent_id, reason, now) -> dict:
     ``agent_id`` is the credential the claim handed out.
     """
     sub = find_subtask(row, sub_task_id)
-    if sub["status"] != "running" or not _owns(sub, agent_id) or not sub.get("pool"):
+    if sub["status"] != "running" or not owns(sub, agent_id) or not sub.get("pool"):
         raise Refusal(f"this worker does not hold {sub_task_id} any more (it is {sub['status']}); nothing to release")
     label = sub["agent_id"]
-    _supersede(sub)
+    supersede(sub)
     sub.update(status="pending", agent_id=None, deadline=None, lease_until=None, worker=None, updated_at=iso(now))
     row["history"].append(event(now, "release", sub_task_id=sub_task_id, agent_id=label, reason=reason))
     settle(row, now)

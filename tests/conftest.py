@@ -49,6 +49,7 @@ TIERS = {
     "unit": (
         "test_unit_api.py", "test_unit_pool.py", "test_unit_memory_store.py", "test_unit_tiers.py",
         "test_cli_fast_path.py", "test_no_stopwatches.py", "test_seams.py", "test_unit_engine.py",
+        "test_record.py",
     ),
     "integration": (
         "test_store_contract.py", "test_store.py", "test_postgres.py", "test_layout.py", "test_codec.py",

@@ -257,7 +257,7 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
         monkeypatch.setattr(layout, "SLOTTED_FROM", 10 ** 9 if kind == "compact" else 64)
         monkeypatch.setattr(sqlite_store, "_IN_PLACE", kind == "slots" and in_place)
         seq = counters.setdefault(kind, iter(range(10 ** 6)))
-        for module in (jobs, jobs.state):
+        for module in (jobs, jobs.state, jobs.credentials):
             monkeypatch.setattr(module, "_token", lambda n, seq=seq: f"{next(seq):0{2 * n}x}")
         try:
             return ("ok", fn(stores[kind]))
@@ -321,3 +321,58 @@ def test_random_operations_give_the_same_rows_and_answers_laid_out_or_compact(tm
     # The walk went through the paths it means to test, mostly on the laid-out store.
     assert {"report", "link", "dispatch", "retry", "timeout"} <= {e["event"] for e in history}
     assert laid_out > 300 and not _tally(stores["compact"], job)
+
+
+# -- the job record through the store ------------------------------------------------------
+
+class StoredSide:
+    """The slotted record as the SQLite store keeps it: every write is a transaction of the
+    store, whose ``get`` hands the rules its views and whose ``replace`` writes them back."""
+
+    def __init__(self, store, row):
+        self.store, self.job_id = store, row["job_id"]
+        with store.write() as tx:
+            tx.insert(row)
+
+    def transact(self, apply):
+        with self.store.write() as tx:
+            row = tx.get(self.job_id)
+            assert isinstance(row["sub_tasks"], layout.Slots) and isinstance(row["history"], layout.History)
+            answer, commit = apply(row)
+            if commit:
+                tx.replace(row)
+        return answer
+
+    def row(self):
+        return json.loads(json.dumps(self.store.read(self.job_id)))
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "update"])
+def test_the_record_walk_gives_the_same_rows_through_the_sqlite_store(tmp_path, monkeypatch, in_place):
+    """tests/test_record.py's walk, its slotted side stored in a SQLite file: each rule runs on the
+    views the store hands out, and what the store then holds (text, tally) is the plain record's row."""
+    from test_record import PlainSide, walk
+
+    from brain_jobs.record import SubTasks
+    from brain_jobs.store import open_store
+    from brain_jobs.vocabulary import STATUSES
+
+    monkeypatch.setattr(sqlite_store, "_IN_PLACE", in_place and sqlite_store._IN_PLACE)
+    db = str(tmp_path / "jobs.db")
+    store = open_store(db)
+    checked = []
+
+    class Checked(StoredSide):
+        def row(self):
+            row = super().row()
+            counts = SubTasks(row["sub_tasks"]).counts()
+            assert _tally(db, self.job_id)[0][:4] == tuple(counts[s] for s in STATUSES)
+            assert _sizes(db, self.job_id)[2:] == (1, 1)  # JSON any reader reads
+            checked.append(1)
+            return row
+
+    try:
+        walk({"plain": PlainSide, "stored": lambda row: Checked(store, row)}, monkeypatch, steps=250)
+    finally:
+        store.close()
+    assert len(checked) == 250

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import PG_URL, ROOT, postgres_url, store_snapshot
-from brain_jobs import clock, jobs, pool
+from brain_jobs import clock, credentials, jobs, pool
 from brain_jobs.errors import InvalidInput, StoreBusy, StoreError
 from brain_jobs.store import open_store
 from brain_jobs.store.postgres import MIGRATIONS, split_url
@@ -77,7 +77,7 @@ def _scenario(db):
 
 
 def test_rows_come_back_identical_to_sqlite_key_order_included(db, tmp_path, monkeypatch):
-    for module in (jobs, jobs.state):  # the same ids and identities on both stores
+    for module in (jobs, jobs.state, credentials):  # the same ids and identities on both stores
         monkeypatch.setattr(module, "_token", lambda n: "ab" * n)
     lite = str(tmp_path / "twin" / "jobs.db")
     pg_row = jobs.get_job(_scenario(db), db=db)

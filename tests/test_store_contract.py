@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from brain_jobs import state
+from brain_jobs import record, state
 from brain_jobs.clock import iso
 from brain_jobs.errors import StoreBusy, StoreError
 from brain_jobs.store import contract, open_store
@@ -125,6 +125,23 @@ def test_read_sees_only_what_is_committed(open_):
         assert [r["job_id"] for r in other.read_all()] == ["a1"]
     assert other.read("a1")["iteration"] == 7
     assert other.read("b2") is not None
+
+
+def test_every_row_handed_out_carries_the_job_record(open_):
+    """``sub_tasks`` and ``history`` are the record interface (``record.py``) in every row the rules
+    may get: reads hand the plain record (lists), a write's ``get`` any implementation."""
+    store = open_()
+    big = row("b1", subs=[{}] * 70)  # big enough for SQLite to lay it out (store/layout.py)
+    insert(store, row("a1", subs=[{}, {}]), big)
+    for r in (store.read("a1"), store.read("b1"), *store.read_all()):
+        assert type(r["sub_tasks"]) is record.SubTasks and type(r["history"]) is record.Events
+    with store.write() as tx:
+        for job_id in ("a1", "b1"):
+            r = tx.get(job_id)
+            assert isinstance(r["sub_tasks"], record.SubTaskRecord) and isinstance(r["history"], record.EventLog)
+            assert r["sub_tasks"].counts()["pending"] == len(r["sub_tasks"])
+            assert r["sub_tasks"].find("sub_2")["query"] == "q1"
+            assert record.plain(r) == (big if job_id == "b1" else store.read("a1"))
 
 
 def test_a_row_handed_out_is_the_callers_own(open_):

@@ -13,8 +13,12 @@ A *row* is a dict with exactly the seed's twelve columns (``COLUMNS``)::
 
     job_id str, created_at str (ISO UTC), ttl int, expires_at str (ISO UTC),
     data dict, iteration int, status str, tools_required list,
-    history list, type str, sub_tasks list, consolidated_result dict | None
+    history EventLog, type str, sub_tasks SubTaskRecord, consolidated_result dict | None
 
+``history`` and ``sub_tasks`` are the job record of ``record.py`` (stored
+as JSON arrays): reads hand its plain implementation (lists), a write's
+``get`` may hand views; ``insert`` and ``replace`` take either, or plain
+lists. A stored value that is not an array is handed as it is.
 Times are the fixed-width text of ``clock.iso``, so they compare as text.
 A row handed out is the caller's own: changing it changes nothing stored
 until it is written back with ``Transaction.replace``.
@@ -37,13 +41,14 @@ class Transaction(Protocol):
     the block raises.
     """
 
-    def get(self, job_id: str, lazy: bool = False) -> Optional[dict]:
+    def get(self, job_id: str) -> Optional[dict]:
         """The current row, or None; locked against every other writer until the transaction ends.
 
-        With ``lazy`` the store may give ``sub_tasks`` and ``history`` as the
-        read-on-demand views of ``layout`` (list-like; ``replace`` writes back
-        only what changed): only for writes whose caller never uses the row
-        itself (SQLite does; the others always give plain lists).
+        Its ``sub_tasks`` and ``history`` are a job record (``record.py``),
+        whichever implementation the store chooses: SQLite hands the views
+        of ``layout`` for a job it keeps laid out (they decode only what the
+        rules touch, and ``replace`` writes back only what changed); the
+        others hand the plain record.
         """
 
     def insert(self, row: dict) -> None:

@@ -22,10 +22,15 @@ job costs about what it costs on a small one (``bench/``, row 3).
 Together with a *tally* of the job (how many sub-tasks are in each status,
 and a lower bound of the running sub-tasks' deadlines, kept in the
 ``job_tally`` table), this lets a report decode only the sub-task it
-changes: :class:`Slots` and :class:`History` are the lazy views the store
-hands to the rules (``state.py``) for that. When an edit does not fit (a
-result longer than the room, a history that ran out of room), the store
-lays the whole value out again, which is what every write did before.
+changes. :class:`Slots` and :class:`History` are the second implementation
+of the job record (``record.py``; the first is plain lists): the store
+hands them to the rules (``state.py``) in every write, and they rely on
+the constraints the rules keep there (sub-tasks changed in place, never
+added, removed or reordered; the history only appended to). A write that
+reads every sub-task decodes the text once, as a whole. When an edit does
+not fit (a result longer than the room, a history that ran out of room),
+or when most sub-tasks changed (a dispatch), the store lays the whole value
+out again, with fresh room.
 
 Jobs of fewer than ``SLOTTED_FROM`` sub-tasks are stored compact, with no
 tally, and read whole, as before. Widths and offsets are in bytes of UTF-8,
@@ -33,7 +38,7 @@ never in characters.
 """
 
 from .. import codec
-from ..vocabulary import STATUSES
+from ..record import EventLog, SubTaskRecord, count_statuses, earliest_running_deadline, tally
 
 SLOT_ROOM = 256  # bytes left in each slot for what a report adds (a result, mostly)
 HISTORY_ROOM = 2048  # at least this much room after the history; more for long histories
@@ -47,7 +52,11 @@ SLOTTED_FROM = 64
 
 def subtasks_text(subs) -> "tuple[bytes, int]":
     """The slotted text of ``subs`` and its slot width."""
-    encoded = [codec.dumpb(s) for s in subs]
+    return _slotted([codec.dumpb(s) for s in subs])
+
+
+def _slotted(encoded: list) -> "tuple[bytes, int]":
+    """The slotted text of sub-tasks encoded each as compact JSON, and its slot width."""
     width = (max(map(len, encoded)) if encoded else 0) + SLOT_ROOM
     return b"[" + b",".join(e.ljust(width) for e in encoded) + b"]", width
 
@@ -58,18 +67,7 @@ def history_text(events) -> bytes:
     return text + b" " * max(HISTORY_ROOM, len(text) // 2)
 
 
-def tally(subs) -> "tuple[dict, str | None]":
-    """Counts by status, and the earliest deadline of a running sub-task (None if none)."""
-    counts = dict.fromkeys(STATUSES, 0)
-    earliest = None
-    for s in subs:
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-        if s["status"] == "running" and s.get("deadline") and (earliest is None or s["deadline"] < earliest):
-            earliest = s["deadline"]
-    return counts, earliest
-
-
-# -- lazy views for one write ----------------------------------------------
+# -- the record's views, for one write ---------------------------------------
 
 class Edits(tuple):
     """Bytes to write over a stored text at byte offsets, the text keeping its size:
@@ -85,15 +83,15 @@ class Edits(tuple):
         return b"".join(parts)
 
 
-class Slots:
-    """A job's sub-tasks read from slotted text, decoded one at a time.
+class Slots(SubTaskRecord):
+    """A job's sub-tasks read from slotted text: the record interface (``record``) of a write.
 
-    Reads like a list of dicts (``len``, indexing, iteration). A dict handed
-    out may be changed in place; :meth:`patched` writes the changed ones back
-    into their slots. :meth:`counts` and :meth:`earliest_deadline` answer from
-    the tally, corrected for what this write changed, without decoding the
-    rest. Iterating decodes everything (the rules that need every sub-task
-    still work, at the old cost).
+    Indexing and :meth:`find` decode one slot; the first full iteration
+    decodes the whole text in one go (a rule that needs every sub-task pays
+    what reading the job whole costs). A dict handed out may be changed in
+    place; :meth:`edits` writes the changed ones back into their slots.
+    :meth:`counts` and :meth:`earliest_deadline` answer from the tally,
+    corrected for what this write changed, without decoding the rest.
     """
 
     @classmethod
@@ -113,15 +111,23 @@ class Slots:
         self._earliest = earliest
         self._cache = {}  # index -> decoded dict, handed out
         self._before = {}  # index -> (status, deadline) when decoded
+        self._all = None  # every sub-task in order, once iterated (then the cache is not used)
 
     @property
     def width(self) -> int:
         return self._width
 
+    @property
+    def text(self) -> bytes:
+        """The stored text the view reads (unchanged by the rules)."""
+        return self._text
+
     def __len__(self):
         return self._n
 
     def __getitem__(self, i):
+        if self._all is not None:
+            return self._all[i]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self._n))]
         if i < 0:
@@ -136,7 +142,17 @@ class Slots:
         return sub
 
     def __iter__(self):
-        return (self[i] for i in range(self._n))
+        if self._all is None:
+            # One decoding of the whole text, not one per slot; what was handed out stays.
+            subs = codec.loads_bytes(self._text)
+            for i, sub in self._cache.items():
+                subs[i] = sub
+            self._all = subs
+        return iter(self._all)
+
+    def _handed(self):
+        """``(index, sub-task)`` of every sub-task handed out."""
+        return enumerate(self._all) if self._all is not None else self._cache.items()
 
     def __eq__(self, other):
         return list(self) == list(other)
@@ -145,6 +161,8 @@ class Slots:
         return f"Slots({list(self)!r})"
 
     def counts(self) -> dict:
+        if self._all is not None:
+            return count_statuses(self._all)
         counts = dict(self._counts)
         for i, sub in self._cache.items():
             counts[self._before[i][0]] -= 1
@@ -158,8 +176,8 @@ class Slots:
         sub-task that finished (or whose deadline moved, as when a runner
         starts it) is dropped then, so one full look refreshes the tally.
         """
-        if len(self._cache) == self._n:
-            return tally(self._cache.values())[1]
+        if self._all is not None:
+            return earliest_running_deadline(self._all)
         earliest = self._earliest
         for sub in self._cache.values():
             d = sub.get("deadline")
@@ -167,27 +185,53 @@ class Slots:
                 earliest = d
         return earliest
 
-    def edits(self):
-        """Every handed-out sub-task written back in its slot, as :class:`Edits` of the text;
-        None when one no longer fits its slot (then the whole value is laid out again)."""
-        edits = []
-        for i, sub in sorted(self._cache.items()):
-            encoded = codec.dumpb(sub)
-            if len(encoded) > self._width:
+    def encoded(self) -> dict:
+        """``{index: compact JSON}`` of every sub-task handed out (what :meth:`edits` and
+        :meth:`relaid` take, so that a write encodes each sub-task once)."""
+        return {i: codec.dumpb(sub) for i, sub in self._handed()}
+
+    def edits(self, encoded: dict = None):
+        """The changed sub-tasks written back in their slots, as :class:`Edits` of the text
+        (adjacent slots in one run). None when one no longer fits its slot, or when more than
+        half of them changed: then the whole value is laid out again (:meth:`relaid`), with
+        fresh room."""
+        if encoded is None:
+            encoded = self.encoded()
+        runs = []  # [offset, [slot, slot, ...]] of adjacent changed slots
+        width, step, text = self._width, self._width + 1, self._text
+        most = self._n // 2
+        for i in sorted(encoded):
+            data = encoded[i]
+            if len(data) > width:
                 return None
-            edits.append((1 + i * (self._width + 1), encoded.ljust(self._width)))
-        return Edits(edits)
+            offset = 1 + i * step
+            # The slot holds one JSON object and spaces: it starts with ``data`` only when it is ``data``.
+            if text.startswith(data, offset):
+                continue  # read, not changed
+            if runs and runs[-1][0] + len(runs[-1][1]) * step == offset:
+                runs[-1][1].append(data.ljust(width))
+            else:
+                runs.append([offset, [data.ljust(width)]])
+            most -= 1
+            if most < 0:
+                return None
+        return Edits((offset, b",".join(slots)) for offset, slots in runs)
 
     def patched(self):
-        """The text with :meth:`edits` applied, same length; None when they do not fit."""
-        if not self._cache:
-            return self._text
+        """The text with :meth:`edits` applied, same length; None when :meth:`edits` is None."""
         edits = self.edits()
         return None if edits is None else edits.apply(self._text)
 
+    def relaid(self, encoded: dict = None) -> "tuple[bytes, int]":
+        """The whole value laid out anew (:func:`subtasks_text`), reusing what ``encoded`` holds."""
+        if encoded is None:
+            encoded = self.encoded()
+        return _slotted([encoded.get(i) or codec.dumpb(sub) for i, sub in enumerate(self)])
 
-class History:
-    """A job's history read from text with room after it: appended to without decoding.
+
+class History(EventLog):
+    """A job's history read from text with room after it: the record interface (``record``)
+    of a write, appended to without decoding.
 
     ``append`` and ``len`` need nothing decoded; reading the events (iteration,
     indexing, ``reversed``) decodes them once.
@@ -289,9 +333,14 @@ def encode_subtasks(subs, edits: bool = False) -> "tuple[bytes | Edits, tuple | 
     stored text when ``edits``); anything else is laid out anew.
     """
     if isinstance(subs, Slots):
-        text = subs.edits() if edits else subs.patched()
-        if text is not None:
+        encoded = subs.encoded()
+        fitted = subs.edits(encoded)
+        if fitted is not None:
+            text = fitted if edits else fitted.apply(subs.text)
             return text, (subs.counts(), subs.earliest_deadline(), subs.width)
+        if len(subs) >= SLOTTED_FROM:
+            text, width = subs.relaid(encoded)
+            return text, (*tally(subs), width)
     if not isinstance(subs, (list, Slots)) or len(subs) < SLOTTED_FROM:
         return codec.dumpb(list(subs) if isinstance(subs, Slots) else subs), None
     text, width = subtasks_text(subs)

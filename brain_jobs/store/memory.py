@@ -34,7 +34,7 @@ PostgreSQL URL. Threads, ``cli.main([...])`` called in-process and
 
 import threading
 
-from .. import codec
+from .. import codec, record
 from ..errors import StoreBusy, StoreError
 from ..vocabulary import FINAL
 from . import COLUMNS, env_lock_timeout
@@ -94,10 +94,9 @@ class _Transaction:
         view.update(self.changes)
         return [(job_id, codec.loads(text)) for job_id, text in view.items() if text is not None]
 
-    def get(self, job_id, lazy=False):
-        # ``lazy`` is SQLite's concern (store/layout.py): rows here are always decoded whole.
+    def get(self, job_id):
         text = self._text(job_id)
-        return None if text is None else codec.loads(text)
+        return None if text is None else record.plain(codec.loads(text))
 
     def insert(self, row):
         text = _encode(row)
@@ -213,10 +212,10 @@ class MemoryStore:
 
     def read(self, job_id):
         text = self._open().rows.get(job_id)
-        return None if text is None else codec.loads(text)
+        return None if text is None else record.plain(codec.loads(text))
 
     def read_all(self, active_only=False):
-        rows = [codec.loads(text) for text in self._open().rows.values()]
+        rows = [record.plain(codec.loads(text)) for text in self._open().rows.values()]
         if active_only:
             rows = [r for r in rows if r["status"] in _UNFINISHED]
         rows.sort(key=lambda r: r["job_id"])

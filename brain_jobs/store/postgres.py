@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .. import codec, state
+from .. import codec, record
 from ..errors import InvalidInput, StoreBusy, StoreError
 from . import COLUMNS, JSON_COLUMNS, env_lock_timeout
 
@@ -59,7 +59,7 @@ class _Rank(dict):
 
 # Key order brain-jobs writes, restored on read (jsonb sorts keys by length).
 # Keys not listed keep jsonb's order, after these.
-_SUB_KEYS = state.SUB_KEYS
+_SUB_KEYS = record.SUB_KEYS
 _EVENT_KEYS = ("at", "event", "type", "executor", "model", "session_id", "timeout", "sub_task_id", "sub_tasks",
                "status", "agent_id", "host_agent_id", "worker", "reason", "forced", "max_attempts", "runner",
                "files", "allow_shell", "result", "source")
@@ -232,7 +232,7 @@ def _decode(values) -> dict:
         if isinstance(summary.get("results"), list):
             summary["results"] = [_ordered(r, _RESULT_KEYS) if isinstance(r, dict) else r for r in summary["results"]]
         row["consolidated_result"] = summary
-    return row
+    return record.plain(row)
 
 
 def _encode(row: dict) -> tuple:
@@ -280,8 +280,7 @@ class _Transaction:
     def __init__(self, conn):
         self._conn = conn
 
-    def get(self, job_id, lazy=False):
-        # ``lazy`` is SQLite's concern (store/layout.py): jsonb rows are always decoded whole.
+    def get(self, job_id):
         row = self._conn.execute(_SELECT + " WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
         return _decode(row) if row else None
 

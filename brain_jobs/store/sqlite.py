@@ -28,7 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .. import codec
+from .. import codec, record
 from ..errors import StoreBusy, StoreError
 from ..paths import private_dirs
 from ..vocabulary import STATUSES
@@ -114,11 +114,12 @@ def _encode(row: dict, edits: bool = False) -> "tuple[tuple, tuple | None]":
 
 
 def _decode(values) -> dict:
+    """A committed row, read whole: the plain record (``record``)."""
     row = dict(zip(COLUMNS, values))
     for c in JSON_COLUMNS:
         if row[c] is not None:
             row[c] = codec.loads(row[c])
-    return row
+    return record.plain(row)
 
 
 def _mark(c):
@@ -141,22 +142,22 @@ _SELECT_FOR_WRITE = (
 _IN_PLACE = hasattr(sqlite3.Connection, "blobopen")
 
 
-def _decode_for_write(values, lazy) -> dict:
-    """A row for the rules; with ``lazy``, sub-tasks and history as ``layout``'s views where the
-    stored text allows (a tally for the sub-tasks, an array for the history)."""
+def _decode_for_write(values) -> dict:
+    """A row for the rules of a write: sub-tasks and history as ``layout``'s views where the
+    stored text allows (a tally for the sub-tasks, an array for the history), which decode
+    only what the rules touch; the plain record otherwise."""
     n = len(COLUMNS)
     *counts, earliest, width = values[n:n + 6]
     row = dict(zip(COLUMNS, values[:n]))
     for c in _SMALL_JSON:
         if row[c] is not None:
             row[c] = codec.loads(row[c])
-    subs = history = None
-    if lazy:
-        if width is not None:
-            subs = layout.Slots.over(row["sub_tasks"], width, dict(zip(STATUSES, counts)), earliest)
-        history = layout.History.over(row["history"])
-    row["sub_tasks"] = subs if subs is not None else _loads(row["sub_tasks"])
-    row["history"] = history if history is not None else _loads(row["history"])
+    subs = None
+    if width is not None:
+        subs = layout.Slots.over(row["sub_tasks"], width, dict(zip(STATUSES, counts)), earliest)
+    history = layout.History.over(row["history"])
+    row["sub_tasks"] = subs if subs is not None else record.as_sub_tasks(_loads(row["sub_tasks"]))
+    row["history"] = history if history is not None else record.as_events(_loads(row["history"]))
     return row
 
 
@@ -286,13 +287,13 @@ class _Transaction:
         # so that ``replace`` writes back only what changed
         self._stored = {}
 
-    def get(self, job_id, lazy=False):
+    def get(self, job_id):
         values = self._conn.execute(_SELECT_FOR_WRITE, (job_id,)).fetchone()
         if not values:
             return None
         n = len(COLUMNS)
         self._stored[job_id] = (values[:n], values[n + 5] is not None, values[n + 6])
-        return _decode_for_write(values, lazy)
+        return _decode_for_write(values)
 
     def insert(self, row):
         values, tally = _encode(row)
