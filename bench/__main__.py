@@ -210,6 +210,9 @@ def main(argv=None) -> int:
                         help="SQLite synchronous for brain and the raw limit (default FULL, brain's default)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS, "latest.json"), help="JSON figures file")
     args = parser.parse_args(argv)
+    # brain refuses a store that other users can read; the raw sqlite3 sides create their
+    # files with the umask, so under the usual 022 a store they made first would be refused.
+    os.umask(0o077)
     only = set(args.only.split(","))
     scale = QUICK if args.quick else FULL
     started = time.time()
