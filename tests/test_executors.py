@@ -98,11 +98,12 @@ def test_grep_reads_a_file_of_one_endless_line_in_bounded_memory(tmp_path):
         for _ in range(size // len(block) - 1):
             f.write(block)
         f.write(b"x" * ((1 << 20) - 6) + b"needle")
-    probe = ("import resource, sys; from brain_jobs import config, executors; "
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry over the forking parent's).
+    probe = ("import re, sys; from brain_jobs import config, executors; "
              "ctx = executors.Context(job_id='abc123', workdir=sys.argv[1], files=[sys.argv[1] + '/one-line.txt'], "
              "settings=config.resolve({})); "
              "print(executors.create('grep', ctx).run('needle')); "
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+             "print(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1))")
     proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
