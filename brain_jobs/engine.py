@@ -26,8 +26,9 @@ The contract:
   caller chooses) when they start a task and when they finish one, through
   one queue. Everything told while the last batch was being stored goes
   into the next: one transaction per job for many starts and reports
-  (``jobs.update_subtasks``). Reports go at once; starts alone wait up to
-  ``START_DELAY`` for one to go with.
+  (``jobs.update_subtasks``). A report goes as soon as no other task is
+  in flight, else after at most ``LINGER`` seconds, with every report told
+  meanwhile; starts alone wait up to ``START_DELAY`` for one to go with.
 - At least every ``SLICE`` seconds the recorder looks at the ``Stop`` (a
   signal's name) and at started tasks ``OVERDUE_GRACE`` seconds past
   their deadline, which it leaves behind for the store to time out
@@ -61,6 +62,11 @@ SLICE = 0.25
 # Seconds a start waits for a report to share its commit: what `brain job subtasks`
 # may lag behind a start. Its deadline counts from the start itself.
 START_DELAY = 0.2
+# Seconds a finished task's report waits for others to share its commit, while other tasks
+# are still in flight: a commit costs about what many reports in it cost, and each commit
+# makes the runner's ownership check read the job again, so one report a commit would
+# spend more time committing than running quick tasks.
+LINGER = 0.01
 # Seconds past a task's deadline before the engine stops waiting for its executor: the
 # executor's own timeout (bounded by the deadline) normally ends it first, and reports why.
 OVERDUE_GRACE = 2.0
@@ -334,16 +340,20 @@ class Engine:
 
     def record(self) -> None:
         """Store what the threads tell until the engine is closed and nothing is in flight."""
-        starts, batch, first = [], [], None
+        starts, batch, first, done = [], [], None, None
         stop_seen = None
         while True:
             wait_for = SLICE if first is None else min(SLICE, first + START_DELAY - time.monotonic())
+            if done is not None:
+                wait_for = min(wait_for, done + LINGER - time.monotonic())
             for kind, task, value in _told(self._events, wait_for):
                 if kind == "start":
                     starts.append((task, value))
                     first = first or time.monotonic()
                 elif kind == "done":
                     batch.extend(self._finished(task, value))
+                    if batch and done is None:
+                        done = time.monotonic()
             if self.stop.reason is not None:
                 self._halted = True
                 stop_seen = stop_seen or time.monotonic()
@@ -351,9 +361,14 @@ class Engine:
                     batch.extend(self._stop())
             self._leave_overdue()
             idle = self._closed and not self._flight
-            if batch or (starts and (idle or time.monotonic() >= first + START_DELAY)):
+            now = time.monotonic()
+            # Reports go once nothing else is in flight (none could join them) or they have
+            # lingered; starts alone wait up to START_DELAY for reports to go with.
+            due = batch and (not self._flight or self.stop.reason is not None
+                             or (done is not None and now >= done + LINGER))
+            if due or (starts and (idle or now >= first + START_DELAY)):
                 self._store(batch, starts)
-                starts, batch, first = [], [], None
+                starts, batch, first, done = [], [], None, None
             if idle and self._events.empty():
                 return
 

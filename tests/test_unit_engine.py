@@ -140,6 +140,43 @@ def test_a_worker_stores_finishes_told_together_in_one_commit(db, tmp_path, repo
     assert sum(report_calls) == N and max(report_calls) > 1, report_calls
 
 
+class _Staggered(executors.Executor):
+    """``first`` answers at once; ``second`` a moment after ``first`` has answered."""
+
+    name = "staggered"
+    first_done = None
+
+    def run(self, query, task=None):
+        if query == "first":
+            self.first_done.set()
+            return "first done"
+        self.first_done.wait(WAIT)
+        threading.Event().wait(0.2)  # by then the recorder has been told of ``first``
+        return "second done"
+
+
+def test_a_report_lingers_for_the_others_in_flight_and_shares_their_commit(db, tmp_path, monkeypatch):
+    """Without the linger, ``first`` is stored alone the moment it is told, ``second`` in a
+    commit of its own: one commit per quick task, each making the runner's ownership check
+    read the job again. With it, ``first`` waits for ``second`` (still in flight) and both
+    go in one commit; the last one in flight goes at once."""
+    monkeypatch.setattr(engine, "LINGER", WAIT)  # long: the test does not race the clock
+    monkeypatch.setattr(engine, "START_DELAY", WAIT)  # nor do the starts, which would take the report along
+    _Staggered.first_done = threading.Event()
+    real, sizes = jobs.update_subtasks, []
+
+    def spy(job_id, reports, db=None, starts=()):
+        if reports:
+            sizes.append(len(reports))
+        return real(job_id, reports, db=db, starts=starts)
+
+    monkeypatch.setattr(jobs, "update_subtasks", spy)
+    job = jobs.create_job_with_subtasks(300, {"prompt": "p"}, ["first", "second"], db=db)
+    assert run_on_the_runner(job, _Staggered, db, tmp_path, monkeypatch, concurrency=2) == 0
+    assert stored(job, db) == [("completed", "first done", None), ("completed", "second done", None)]
+    assert sizes == [2]
+
+
 # -- the engine alone: stop policies and tasks given back ---------------------------------
 
 class _Held(executors.Executor):
