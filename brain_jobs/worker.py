@@ -228,7 +228,7 @@ class Worker:
         return backlog["pending"] == 0 and backlog["running"] == 0
 
     def run(self) -> int:
-        """Work until SIGTERM/SIGINT (or, with ``drain``, until the pool is empty); return the exit code."""
+        """Work until SIGTERM, SIGINT or SIGHUP (or, with ``drain``, until the pool is empty); return the exit code."""
         self.check()
         previous = self.stop.install()
         recorder = threading.Thread(target=self.engine.record, daemon=True, name="brain-worker-record")
