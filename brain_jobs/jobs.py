@@ -249,13 +249,19 @@ def job_stats(db=None) -> dict:
 
 def find_subtask_by_agent(agent_id, db=None):
     """``(job_id, sub_task_id)`` of the sub-task whose worker is ``agent_id``
-    (its dispatch identity or its linked host agent id), or None."""
+    (its dispatch identity or its linked host agent id), or None. A job whose
+    sub-tasks have the wrong shape is passed over; a row the store cannot
+    decode at all raises, as every listing does."""
     if not agent_id:
         return None
-    for row in list_jobs(include_finished=True, db=db):
-        for sub in row["sub_tasks"]:
-            if agent_id in (sub["agent_id"], sub.get("host_agent_id")):
-                return row["job_id"], sub["sub_task_id"]
+    # The rows as stored, not swept: a sweep changes statuses, never who a sub-task's worker is.
+    for row in store_for(db).read_all():
+        try:
+            for sub in row["sub_tasks"]:
+                if agent_id in (sub["agent_id"], sub.get("host_agent_id")):
+                    return row["job_id"], sub["sub_task_id"]
+        except (TypeError, KeyError, AttributeError):  # another program's row of the wrong shape: not this one
+            continue
     return None
 
 

@@ -45,7 +45,11 @@ def handle(payload: dict):
     from brain_jobs.errors import BrainError
 
     host_agent_id = payload.get("agent_id")
-    found = jobs.find_subtask_by_agent(host_agent_id) if host_agent_id else None
+    try:
+        found = jobs.find_subtask_by_agent(host_agent_id) if host_agent_id else None
+    except Exception as exc:  # some job's row cannot be read: the worker's own prompt may still say
+        log(f"subagent_stop: jobs not searched for {host_agent_id}: {type(exc).__name__}: {exc}")
+        found = None
     credential = None
     if not found and payload.get("agent_type") == prompts.WORKER_AGENT:
         # No link yet (the host can end a worker before PostToolUse(Agent) ran):

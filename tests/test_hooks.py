@@ -284,6 +284,44 @@ def test_subagent_stop_finds_an_unlinked_worker_by_its_transcript(data, tmp_path
     assert sub(job_id, "sub_2")["status"] == "completed" and sub(job_id, "sub_2")["result"] == "[401] needs a token"
 
 
+def _spoil_another_job(db, content):
+    """A job whose stored row nobody can read (written with SQL, as another program could)."""
+    from tests.test_worker import HOSTILE, write_with_sql
+
+    other = jobs.create_job_with_subtasks(300, {"prompt": "someone else's"}, ["q"])
+    column, spoil = HOSTILE[content]
+    write_with_sql(db, other, column, spoil(jobs.get_job(other)["sub_tasks"]))
+    jobs.close_stores()
+
+
+def test_subagent_stop_saves_a_linked_worker_while_another_jobs_row_has_the_wrong_shape(data, db):
+    """Finding a worker's sub-task reads every job; one of the wrong shape is passed over."""
+    job_id, calls = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", HOST_2, credential(calls[1]))
+    _spoil_another_job(db, "numbers instead of sub-tasks")
+    _, proc = hook("subagent_stop", _silent_worker(job_id, HOST_2, "[401] needs a token"))
+    jobs.close_stores()
+    assert sub(job_id, "sub_2")["result"] == "[401] needs a token", (data / "hooks.log").read_text()
+
+
+@pytest.mark.sqlite_only  # a jsonb column cannot hold what is not JSON
+def test_subagent_stop_saves_a_worker_by_its_transcript_while_another_jobs_row_is_not_json(data, db, tmp_path):
+    """No listing of the jobs can be read then; the worker's own prompt still names its sub-task
+    and carries its credential, and only that job's row is read."""
+    job_id, calls = dispatched_job()
+    jobs.link_host_agent(job_id, "sub_2", HOST_2, credential(calls[1]))
+    _spoil_another_job(db, "not JSON")
+    transcript = tmp_path / "agent.jsonl"
+    head = json.loads((PAYLOADS / "worker_transcript_head.jsonl").read_text())
+    head["message"]["content"] = calls[1]["prompt"]
+    transcript.write_text(json.dumps(head) + "\n")
+    payload = _silent_worker(job_id, HOST_2, "[401] needs a token")
+    payload["agent_transcript_path"] = str(transcript)
+    hook("subagent_stop", payload)
+    jobs.close_stores()
+    assert sub(job_id, "sub_2")["result"] == "[401] needs a token", (data / "hooks.log").read_text()
+
+
 @pytest.mark.parametrize("how", ["the public label", "a sibling's credential", "general-purpose"])
 def test_subagent_stop_trusts_a_transcript_only_with_the_credential_and_the_worker_type(data, tmp_path, how):
     job_id, calls = dispatched_job()
