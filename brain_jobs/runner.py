@@ -11,8 +11,8 @@ The runner (``python -m brain_jobs.runner``) gives the sub-tasks to
 the execution engine (``engine``, which ``brain worker`` uses too): they
 run in threads, at most ``concurrency`` at once, and each is reported with
 the identity dispatch gave it, like any worker, many starts and reports in
-one transaction (``jobs.update_subtasks``). A sub-task waits for a free thread without timing out: its
-start is recorded when a thread takes it up, and its deadline counts from
+one transaction (``jobs.update_subtasks``). A sub-task waits for a free
+thread without timing out: its start is recorded when a thread takes it up, and its deadline counts from
 then. A sub-task that raises fails alone. No work of the runner outlives it
 or its deadline: commands run under a guard (``executors.base.run_bounded``)
 that kills their whole process group at their timeout or when the runner
@@ -36,7 +36,6 @@ from .executors.base import stop_commands
 from .paths import PACKAGE_PARENT, default_target, private_dirs
 from .pool import describe
 from .vocabulary import DEFAULT_MODEL
-
 
 
 def log_dir(db=None) -> str:
