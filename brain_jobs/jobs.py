@@ -20,8 +20,8 @@ import os
 
 from . import clock, credentials, prompts, record, state, validate
 from .clock import iso, now as _now
-from .ids import token as _token
 from .errors import BrainError, InvalidInput, NotFound, StoreError
+from .ids import token as _token
 from .paths import default_target
 from .store import open_store
 from .vocabulary import DEFAULT_MODEL, FINAL, HOST, STATUSES

@@ -33,8 +33,8 @@ the store keeps of it, are ``credentials.py``'s business.
 from . import validate
 from .clock import epoch, iso
 from .credentials import issue, owns, past_label, public, public_id, supersede, verifies, worker_view
-from .ids import token as _token
 from .errors import Expired, InvalidInput, InvalidTransition, NotFound, Refusal
+from .ids import token as _token
 from .record import SUB_KEYS, Events, SubTasks
 from .vocabulary import FINAL, HOST, MODEL_ALIASES
 
