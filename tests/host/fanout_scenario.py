@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.fake_anthropic import (FakeAnthropic, error, message, message_text, system_text,  # noqa: E402
-                                        text, tool_results, tool_use)
+from tests.fakes.fake_anthropic import FakeAnthropic, error, message, system_text, text, tool_use  # noqa: E402
+from tests.host.scenario import bash, prepare_out, said, tool_calls  # noqa: E402
 
 WORKER_MARKER = "You are a brain-jobs worker"  # first words of agents/subtask-worker.md
 ITEM = re.compile(r"notes/item_(\d+)\.txt")
@@ -75,24 +75,6 @@ def prompt(route, n) -> str:
 
 # -- reading a request ------------------------------------------------------------
 
-def calls(body):
-    """``[(tool_use block, result text or None)]`` of the conversation, in order."""
-    results = tool_results(body)
-    return [(b, results.get(b.get("id"))) for m in body.get("messages", [])
-            if m.get("role") == "assistant" and isinstance(m.get("content"), list)
-            for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
-
-
-def bash(found, needle, background=None):
-    return [(b, r) for b, r in found if b["name"] == "Bash" and needle in b["input"].get("command", "")
-            and (background is None or bool(b["input"].get("run_in_background")) == background)]
-
-
-def said(body) -> str:
-    """Everything the host said to the model (user entries, tool results, notifications)."""
-    return "\n".join(message_text(m) for m in body.get("messages", []) if m.get("role") != "assistant")
-
-
 def create_command() -> str:
     return ("brain job create -q --ttl 900 --prompt 'Summarize the notes' --glob 'notes/*.txt' "
             "--query 'Summarize {file}'")
@@ -111,7 +93,7 @@ class Main:
         self.route, self.n, self.read = route, n, read
 
     def __call__(self, body):
-        return getattr(self, self.route)(body, calls(body), said(body))
+        return getattr(self, self.route)(body, tool_calls(body), said(body))
 
     def _job(self, found):
         created = bash(found, "brain job create")
@@ -226,7 +208,7 @@ class Workers:
         item = int(found.group(1))
         if self.refuse(item):
             return error(529, msg="Overloaded", retry_after=None)
-        done = calls(body)
+        done = tool_calls(body)
         if self.delay and not done:
             time.sleep(self.delay)
         names = [t.get("name") for t in body.get("tools") or []]
@@ -341,12 +323,7 @@ def alive(pid) -> bool:
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.netns:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
-    (out / "links.txt").write_text(links.stdout)
+    out = prepare_out(args)
     project = Path(args.cwd)
     for rel, body in notes(args.n).items():
         (project / rel).parent.mkdir(parents=True, exist_ok=True)

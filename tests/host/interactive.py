@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.fake_anthropic import FakeAnthropic, message, system_text, text, tool_use  # noqa: E402
+from tests.fakes.fake_anthropic import FakeAnthropic, system_text, text, tool_use  # noqa: E402
 from tests.host import scenario  # noqa: E402
-from tests.host.scenario import _bash, _calls, _user_text  # noqa: E402
+from tests.host.scenario import bash, fan_out, prepare_out, said, tool_calls  # noqa: E402
 
 PROMPT = "Search these in parallel for me: GET /health, POST /auth and GET /users."
 ANSWER_HEADING = "brain-jobs results, verbatim:"
@@ -49,33 +49,18 @@ POLL = 0.2
 
 def main_model(body):
     """The orchestrator: the job-queue skill's flow, with every read command a user could see."""
-    calls = _calls(body)
-    created = _bash(calls, "brain job create")
-    if not created:
-        subtasks = " ".join(f'--subtask "{e}"' for e in scenario.ENDPOINTS)
-        return tool_use("Bash", {"command": f'brain job create --distributed --ttl 300 --prompt "Parallel search" {subtasks}',
-                                 "description": "Create the job"})
-    match = re.search(r"job_(\w+)", created[-1][1] or "")
-    if not match:
-        return text(f"create failed: {created[-1][1]}")
-    job_id = match.group(1)
-    dispatched = _bash(calls, "brain job dispatch")
-    if not dispatched:
-        return tool_use("Bash", {"command": f"brain job dispatch {job_id} --json", "description": "Dispatch"})
-    if not [b for b, _ in calls if b["name"] == "Agent"]:
-        try:
-            agent_calls = json.loads(dispatched[-1][1])["agent_calls"]
-        except (TypeError, ValueError, KeyError):
-            return text(f"dispatch failed: {dispatched[-1][1]}")
-        return message([{"type": "tool_use", "name": "Agent", "input": call} for call in agent_calls])
-    if not _bash(calls, "brain job subtasks"):
+    calls = tool_calls(body)
+    job_id, turn = fan_out(calls, "Parallel search")
+    if turn is not None:
+        return turn
+    if not bash(calls, "brain job subtasks"):
         return tool_use("Bash", {"command": f"brain job subtasks {job_id}", "description": "Progress"})
-    if not _bash(calls, "brain job wait"):
+    if not bash(calls, "brain job wait"):
         # Waits for the plugin's Stop hook to say that every sub-task has finished.
-        if scenario.STOP_REASON_MARK not in _user_text(body):
+        if scenario.STOP_REASON_MARK not in said(body):
             return text("Workers launched; waiting for them.")
         return tool_use("Bash", {"command": f"brain job wait {job_id} --timeout 60", "description": "Join"})
-    consolidated = _bash(calls, "brain job consolidate")
+    consolidated = bash(calls, "brain job consolidate")
     if not consolidated:
         return tool_use("Bash", {"command": f"brain job consolidate {job_id} --json", "description": "Consolidate"})
     try:
@@ -214,7 +199,7 @@ def leave(pane: Pane) -> None:
 def ask(pane: Pane, api: FakeAnthropic, prompt: str) -> None:
     """Type ``prompt`` and press Enter until the host has sent it to the model."""
     def sent() -> bool:
-        return any(prompt in _user_text(r.body) for r in api.messages_requests() if isinstance(r.body, dict))
+        return any(prompt in said(r.body) for r in api.messages_requests() if isinstance(r.body, dict))
 
     submit(pane, prompt, lambda s: False, "the request reaching the model", also=sent)
 
@@ -243,12 +228,7 @@ def session(pane: Pane, api: FakeAnthropic, claude: str, cwd: Path, slash: list)
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.netns:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
-    (out / "links.txt").write_text(links.stdout)
+    out = prepare_out(args)
     env = json.loads(Path(args.env).read_text())
     cwd = Path(args.cwd)
     with FakeAnthropic(responder=respond) as api:

@@ -41,70 +41,90 @@ STOP_REASON_MARK = "results were not read"
 PROMPT = "Validate the endpoints GET /health, POST /auth and GET /users in parallel."
 
 
-def _calls(body):
+def tool_calls(body):
     """``[(tool_use block, result text or None)]`` of the conversation, in order."""
     results = tool_results(body)
-    out = []
-    for msg in body.get("messages", []):
-        if msg.get("role") == "assistant" and isinstance(msg.get("content"), list):
-            for block in msg["content"]:
-                if isinstance(block, dict) and block.get("type") == "tool_use":
-                    out.append((block, results.get(block.get("id"))))
-    return out
+    return [(b, results.get(b.get("id"))) for m in body.get("messages", [])
+            if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+            for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
 
 
-def _bash(calls, needle):
-    return [(b, r) for b, r in calls if b["name"] == "Bash" and needle in b["input"].get("command", "")]
+def bash(calls, needle, background=None):
+    """The Bash calls among ``calls`` whose command holds ``needle`` (and, when ``background``
+    is given, that ran in the background or not)."""
+    return [(b, r) for b, r in calls if b["name"] == "Bash" and needle in b["input"].get("command", "")
+            and (background is None or bool(b["input"].get("run_in_background")) == background)]
 
 
-def _user_text(body) -> str:
-    """Everything the host said to the model (user and injected system entries)."""
+def said(body) -> str:
+    """Everything the host said to the model (user entries, tool results, injected notes)."""
     return "\n".join(message_text(m) for m in body.get("messages", []) if m.get("role") != "assistant")
 
 
-def main_model(body):
-    calls = _calls(body)
-    created = _bash(calls, "brain job create")
+def fan_out(calls, prompt):
+    """The first steps of the job-queue skill's flow: create the job, dispatch it, launch every
+    Agent call exactly as dispatch printed it, in one message. Returns ``(job_id, None)`` once
+    they are done, else ``(None, this turn's answer)``."""
+    created = bash(calls, "brain job create")
     if not created:
         subtasks = " ".join(f'--subtask "{e}"' for e in ENDPOINTS)
-        return tool_use("Bash", {"command": f'brain job create --distributed --ttl 300 --prompt "Validate endpoints" {subtasks}',
-                                 "description": "Create the job"})
+        return None, tool_use("Bash", {"command": f'brain job create --distributed --ttl 300 --prompt "{prompt}" '
+                                                  f"{subtasks}", "description": "Create the job"})
     match = re.search(r"job_(\w+)", created[-1][1] or "")
     if not match:
-        return text(f"create failed: {created[-1][1]}")
+        return None, text(f"create failed: {created[-1][1]}")
     job_id = match.group(1)
-    dispatched = _bash(calls, "brain job dispatch")
+    dispatched = bash(calls, "brain job dispatch")
     if not dispatched:
-        return tool_use("Bash", {"command": f"brain job dispatch {job_id} --json", "description": "Dispatch"})
+        return None, tool_use("Bash", {"command": f"brain job dispatch {job_id} --json", "description": "Dispatch"})
     if not [b for b, _ in calls if b["name"] == "Agent"]:
         try:
             agent_calls = json.loads(dispatched[-1][1])["agent_calls"]
         except (TypeError, ValueError, KeyError):
-            return text(f"dispatch failed: {dispatched[-1][1]}")
-        # Launch every call exactly as dispatch printed it, in one message.
-        return message([{"type": "tool_use", "name": "Agent", "input": call} for call in agent_calls])
-    if not _bash(calls, "brain job consolidate"):
+            return None, text(f"dispatch failed: {dispatched[-1][1]}")
+        return None, message([{"type": "tool_use", "name": "Agent", "input": call} for call in agent_calls])
+    return job_id, None
+
+
+def prepare_out(args) -> Path:
+    """The run's output directory, made; loopback up inside a fresh network namespace; the
+    links the run sees, kept in ``links.txt`` (a test checks there is nothing but loopback)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.netns:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
+    (out / "links.txt").write_text(links.stdout)
+    return out
+
+
+def main_model(body):
+    calls = tool_calls(body)
+    job_id, turn = fan_out(calls, "Validate endpoints")
+    if turn is not None:
+        return turn
+    if not bash(calls, "brain job consolidate"):
         # This main model "forgets" to consolidate until the plugin's Stop hook
         # reminds it, so the run proves that hook inside the real host.
-        if STOP_REASON_MARK in _user_text(body):
+        if STOP_REASON_MARK in said(body):
             return tool_use("Bash", {"command": f"brain job consolidate {job_id} --json", "description": "Consolidate"})
         return text("Workers launched; waiting for them.")
     return text("All three endpoints were checked; results consolidated.")
 
 
 def worker_model(body):
-    said = _user_text(body)
+    heard = said(body)
     for query, final in SILENT.items():
-        if query in said:
+        if query in heard:
             return text(final)
-    query = next((q for q in RESULTS if q in said), None)
+    query = next((q for q in RESULTS if q in heard), None)
     # Like a real worker: read the pointer from the prompt ("<job> <sub> <credential>: Search ...")
     # and fill in the report command that the worker definition (the system prompt) spells out.
-    pointer = re.search(r"(\w+) (sub_\d+) (\S+): Search ", said)
+    pointer = re.search(r"(\w+) (sub_\d+) (\S+): Search ", heard)
     template = re.search(r"`(brain job update <job> <sub_N> --agent-id <agent id> [^`]*)`", system_text(body))
     if query is None or pointer is None or template is None:
         return text("cannot find my sub-task in the prompt")
-    if not _calls(body):
+    if not tool_calls(body):
         job, sub, agent = pointer.groups()
         command = (template.group(1).replace("<job>", job).replace("<sub_N>", sub)
                    .replace("<agent id>", agent).replace("<answer>", RESULTS[query].replace("'", "'\\''")))
@@ -151,12 +171,7 @@ def install_from_marketplace(claude, source, env, cwd, out: Path) -> bool:
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.netns:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
-    (out / "links.txt").write_text(links.stdout)
+    out = prepare_out(args)
     env = json.loads(Path(args.env).read_text())
     plugin = ["--plugin-dir", args.plugin_dir] if args.plugin_dir else []
     with FakeAnthropic(responder=respond) as api:

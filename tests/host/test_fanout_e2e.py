@@ -202,10 +202,10 @@ def test_dispatch_returned_while_the_workers_ran(run):
     requests = run["requests"]
     after_dispatch = next(i for i, r in enumerate(requests) if r["body"] and scenario.is_main(r["body"])
                           and any("brain job dispatch" in b["input"].get("command", "")
-                                  for b, _ in scenario.calls(r["body"])))
+                                  for b, _ in scenario.tool_calls(r["body"])))
     last_worker = max(i for i, r in enumerate(requests) if r in worker_requests(requests))
     assert after_dispatch < last_worker
-    waits = [b for r in main_requests(requests) for b, _ in scenario.calls(r["body"])
+    waits = [b for r in main_requests(requests) for b, _ in scenario.tool_calls(r["body"])
              if "brain job wait" in b["input"].get("command", "")]
     assert waits[0]["input"].get("run_in_background") is True
 
