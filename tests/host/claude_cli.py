@@ -7,6 +7,7 @@ reason, except under ``CI=true`` where they fail.
 """
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,25 @@ def netns_available() -> bool:
                               capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def isolated_command(cmd: list) -> "tuple[list, bool]":
+    """``cmd`` in a network namespace of its own (loopback only; the scenario brings ``lo`` up
+    when given ``--netns``) where ``unshare -n`` works, and whether it does; else ``cmd``."""
+    if not netns_available():
+        print("note: unshare -n is not available here; the run is isolated by environment only")
+        return cmd, False
+    return ["unshare", "-n", "--", *cmd, "--netns"], True
+
+
+def claude_outputs(out: Path) -> dict:
+    """What a scenario kept of its ``claude`` run in ``out``: exit code, stdout, stderr."""
+    return {name: (out / f"claude.{name}").read_text() for name in ("rc", "stdout", "stderr")}
+
+
+def api_requests(out: Path) -> list:
+    """Every request the fake Messages API received in a scenario run (``requests.jsonl``)."""
+    return [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
 
 
 def isolated_env(home: Path, tmp: Path, **extra) -> dict:

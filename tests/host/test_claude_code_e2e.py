@@ -23,7 +23,7 @@ import pytest
 
 from tests.fakes.fake_anthropic import system_text
 from tests.host import scenario
-from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available
+from tests.host.claude_cli import ROOT, api_requests, claude_binary, claude_outputs, isolated_command, isolated_env
 
 RUN_TIMEOUT = 180
 BUDGET_PER_SUBTASK = 600
@@ -49,14 +49,10 @@ def run(tmp_path_factory):
     env = isolated_env(home, tmp, BRAIN_HOOK_DEBUG="1", BRAIN_HOOK_RECORD=str(out / "payloads"),
                        BRAIN_REQUIREMENTS_FILE=str(no_extras))
     (base / "env.json").write_text(json.dumps(env))
-    netns = netns_available()
-    if not netns:
-        print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--plugin-dir", str(ROOT),
            "--cwd", str(project), "--out", str(out), "--env", str(base / "env.json"),
            "--timeout", str(RUN_TIMEOUT)]
-    if netns:
-        cmd = ["unshare", "-n", "--", *cmd, "--netns"]
+    cmd, netns = isolated_command(cmd)
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60)
     elapsed = time.monotonic() - started
@@ -65,9 +61,8 @@ def run(tmp_path_factory):
     data_dirs = sorted((home / ".claude" / "plugins" / "data").glob("*"))
     result = {
         "base": base, "home": home, "out": out, "netns": netns, "elapsed": elapsed,
-        "rc": (out / "claude.rc").read_text(), "stdout": (out / "claude.stdout").read_text(),
-        "stderr": (out / "claude.stderr").read_text(),
-        "requests": [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()],
+        **claude_outputs(out),
+        "requests": api_requests(out),
         "data_dirs": data_dirs,
         "hooks_log": "".join(p.joinpath("hooks.log").read_text() for p in data_dirs if p.joinpath("hooks.log").exists()),
     }

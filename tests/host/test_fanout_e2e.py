@@ -35,7 +35,7 @@ import pytest
 
 from tests.fakes.fake_anthropic import system_text
 from tests.host import fanout_scenario as scenario
-from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available
+from tests.host.claude_cli import ROOT, api_requests, claude_binary, claude_outputs, isolated_command, isolated_env
 
 N = 50
 OVERLOADED = (3, 4)
@@ -92,15 +92,11 @@ def run(tmp_path_factory):
     hook_env = dict(env, CLAUDE_PLUGIN_ROOT=str(ROOT), CLAUDE_PLUGIN_DATA=str(base / "hook-probe"))
     allowed, left = allowed_tools(hook_env)
     store = home / ".brain" / "jobs.db"  # the one store of sessions and terminals
-    netns = netns_available()
-    if not netns:
-        print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--cwd", str(project),
            "--out", str(out), "--env", str(base / "env.json"), "--n", str(N), "--store", str(store),
            "--overload", ",".join(map(str, OVERLOADED)), "--timeout", str(RUN_TIMEOUT),
            "--extra", json.dumps(["--plugin-dir", str(ROOT), "--allowedTools", allowed])]
-    if netns:
-        cmd = ["unshare", "-n", "--", *cmd, "--netns"]
+    cmd, netns = isolated_command(cmd)
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT + 60)
     print(f"fan-out run of {N} took {time.monotonic() - started:.1f}s (netns={netns}); "
@@ -108,9 +104,8 @@ def run(tmp_path_factory):
     assert proc.returncode == 0, f"scenario runner failed:\n{proc.stdout}\n{proc.stderr}"
     return {
         "base": base, "tmp": tmp, "out": out, "netns": netns, "store": store, "left": left,
-        "rc": (out / "claude.rc").read_text(), "stdout": (out / "claude.stdout").read_text(),
-        "stderr": (out / "claude.stderr").read_text(),
-        "requests": [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()],
+        **claude_outputs(out),
+        "requests": api_requests(out),
         "refused": json.loads((out / "refused.json").read_text()),
     }
 

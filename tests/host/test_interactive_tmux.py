@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.host import interactive, scenario
-from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available, unavailable
+from tests.host.claude_cli import ROOT, api_requests, claude_binary, isolated_command, isolated_env, unavailable
 from tests.host.test_marketplace_install import NOT_IN_A_CLONE
 
 RUN_TIMEOUT = 240  # the runner's own waits end well before this; it only catches a hang
@@ -74,14 +74,10 @@ def run(request, tmp_path_factory):
     (base / "env.json").write_text(json.dumps(env))
     install = readme_shell_lines(checkout) if request.param == "shell" else []
     slash = readme_slash_lines(checkout) if request.param == "session" else []
-    netns = netns_available()
-    if not netns:
-        print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(interactive.__file__)), "--claude", "claude", "--cwd", str(project),
            "--out", str(out), "--env", str(base / "env.json"), "--install", json.dumps(install),
            "--slash", json.dumps(slash)]
-    if netns:
-        cmd = ["unshare", "-n", "--", *cmd, "--netns"]
+    cmd, netns = isolated_command(cmd)
     started = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -97,7 +93,7 @@ def run(request, tmp_path_factory):
         "screens": (out / "screens.txt").read_text(),
         "last": (out / "last_screen.txt").read_text(),
         "answer": (out / "answer_screen.txt").read_text(),
-        "requests": [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()],
+        "requests": api_requests(out),
         "hooks_log": "".join(p.read_text() for p in sorted(home.rglob("hooks.log"))),
     }
 

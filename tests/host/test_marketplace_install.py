@@ -27,7 +27,7 @@ import pytest
 
 from tests.fakes.fake_anthropic import message_text
 from tests.host import scenario
-from tests.host.claude_cli import ROOT, claude_binary, isolated_env, netns_available
+from tests.host.claude_cli import ROOT, api_requests, claude_binary, claude_outputs, isolated_command, isolated_env
 
 RUN_TIMEOUT = 180
 ALLOWED_TOOLS = "Bash(brain job create:*),Bash(brain job dispatch:*)"
@@ -51,14 +51,10 @@ def run(tmp_path_factory):
     no_extras.write_text("# this run prepares no optional packages (tests/test_hooks.py covers that)\n")
     env = isolated_env(home, tmp, BRAIN_HOOK_DEBUG="1", BRAIN_REQUIREMENTS_FILE=str(no_extras))
     (base / "env.json").write_text(json.dumps(env))
-    netns = netns_available()
-    if not netns:
-        print("note: unshare -n is not available here; the run is isolated by environment only")
     cmd = [sys.executable, str(Path(scenario.__file__)), "--claude", str(claude), "--marketplace", str(checkout),
            "--cwd", str(project), "--out", str(out), "--env", str(base / "env.json"),
            "--timeout", str(RUN_TIMEOUT), "--extra", json.dumps(["--allowedTools", ALLOWED_TOOLS])]
-    if netns:
-        cmd = ["unshare", "-n", "--", *cmd, "--netns"]
+    cmd, netns = isolated_command(cmd)
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT + 300)
     print(f"marketplace install and claude -p run took {time.monotonic() - started:.1f}s (netns={netns})")
@@ -66,9 +62,8 @@ def run(tmp_path_factory):
     assert proc.returncode == 0, f"scenario runner failed:\n{proc.stdout}\n{proc.stderr}\n{json.dumps(install, indent=1)}"
     return {
         "home": home, "out": out, "checkout": checkout, "netns": netns, "install": install,
-        "cmd": json.loads((out / "claude.cmd").read_text()), "rc": (out / "claude.rc").read_text(),
-        "stdout": (out / "claude.stdout").read_text(), "stderr": (out / "claude.stderr").read_text(),
-        "requests": [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()],
+        "cmd": json.loads((out / "claude.cmd").read_text()), **claude_outputs(out),
+        "requests": api_requests(out),
         "hooks_log": "".join(p.read_text() for p in sorted(home.rglob("hooks.log"))),
     }
 
